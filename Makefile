@@ -1,0 +1,36 @@
+# Quick start: `make demo` runs the whole job on synthetic data; `make test` runs the tests.
+# Each target creates/updates .venv with pip first (torch pinned to the wheels on local disk).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+export HF_HUB_OFFLINE := 1
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test test-all bench lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/pneumoseg demo --out demo-output
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache

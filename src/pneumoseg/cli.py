@@ -1,0 +1,137 @@
+"""The ``pneumoseg`` command line: a thin layer that parses options, calls a stage function
+and prints a summary. Every error caused by the input is printed on one line (no traceback)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pneumoseg.errors import PneumosegError
+
+app = typer.Typer(
+    name="pneumoseg",
+    help="Find and outline pneumothorax on chest X-rays (SIIM-ACR two-stage recipe).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the dataset into (created).")],
+    n: Annotated[int, typer.Option("--n", help="Number of training images.")] = 200,
+    test_n: Annotated[int, typer.Option("--test-n", help="Number of held-out test images (0: none).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same dataset.")] = 0,
+    size: Annotated[int, typer.Option(help="Image side in pixels (the SIIM release is 1024).")] = 1024,
+    positive_rate: Annotated[float, typer.Option(help="Share of images with pneumothorax.")] = 0.23,
+) -> None:
+    """Generate a synthetic dataset in the SIIM-ACR release layout (DICOM + train-rle.csv)."""
+    from pneumoseg.data.synth import generate_dataset
+
+    summary = generate_dataset(out, n, test_n=test_n, seed=seed, size=size, positive_rate=positive_rate)
+    typer.echo(summary.render())
+
+
+@app.command("check-data")
+def check_data(
+    images: Annotated[Path, typer.Option(help="Folder searched recursively for *.dcm.")],
+    labels: Annotated[Optional[Path], typer.Option(help="SIIM label CSV (train-rle.csv).")] = None,
+    quick: Annotated[bool, typer.Option(help="Read headers only instead of decoding every image.")] = False,
+) -> None:
+    """Check a SIIM-layout dataset: counts, unmatched labels/images, duplicates, unreadable files.
+
+    Exits with status 1 when a problem is found."""
+    from pneumoseg.data.index import check_data as run_check
+
+    report = run_check(images, labels, decode=not quick)
+    typer.echo(report.render())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[Path, typer.Option(help="Submission CSV (ImageId,EncodedPixels).")],
+    truth: Annotated[Path, typer.Option(help="Ground-truth label CSV.")],
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the summary as JSON here.")] = None,
+    per_image: Annotated[Optional[Path], typer.Option(help="Write per-image scores as CSV here.")] = None,
+    size: Annotated[int, typer.Option(help="Mask side the RLE refers to.")] = 1024,
+    rle: Annotated[str, typer.Option(help="RLE flavour: relative (SIIM) or standard.")] = "relative",
+) -> None:
+    """Score a submission with the SIIM mean Dice (1 for an image where both masks are empty).
+
+    Truth images missing from the submission count as empty predictions and are reported."""
+    from pneumoseg.evaluate.scoring import evaluate_submission, format_summary
+    from pneumoseg.io import atomic_write_json, atomic_write_text
+
+    result = evaluate_submission(pred, truth, shape=(size, size), fmt=rle)
+    summary = result.summary()
+    typer.echo(format_summary(summary))
+    if json_out:
+        atomic_write_json(json_out, summary)
+    if per_image:
+        atomic_write_text(per_image, result.per_image.to_csv(index=False))
+
+
+train_app = typer.Typer(help="Train the classifier (cls) or the segmenter (seg).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+ImagesOpt = Annotated[Path, typer.Option(help="Folder searched recursively for *.dcm (e.g. dicom-images-train).")]
+LabelsOpt = Annotated[Path, typer.Option(help="SIIM label CSV (train-rle.csv).")]
+ConfigOpt = Annotated[str, typer.Option("--config", help="Preset name (demo, siim) or a YAML file.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field, e.g. --set segmenter.epochs=3 (repeatable).")]
+OutOpt = Annotated[Path, typer.Option(help="Run folder for checkpoints, metrics.csv, curves.png and config.yaml.")]
+FoldOpt = Annotated[int, typer.Option(help="Which fold of splits.json to train (k-fold: data.n_folds).")]
+PretrainedOpt = Annotated[Optional[Path], typer.Option(help="Local weight file (.safetensors/.pth, timm/smp state dict or a pneumoseg checkpoint). Without it training starts from scratch; nothing is downloaded.")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue from the run folder's last saved epoch.")]
+SplitsOpt = Annotated[Optional[Path], typer.Option(help="splits.json to reuse or create (default: beside the labels CSV).")]
+
+
+def _train(kind: str, images: Path, labels: Path, config: str, overrides: list[str] | None, out: Path, fold: int,
+           pretrained: Path | None, resume: bool, splits: Path | None) -> None:
+    from pneumoseg.config import load_config
+    from pneumoseg.train.stages import train_classifier, train_segmenter
+
+    cfg = load_config(config, overrides or [])
+    train = train_classifier if kind == "cls" else train_segmenter
+    result = train(images, labels, cfg, out, fold=fold, pretrained=pretrained, resume=resume, splits_path=splits)
+    metric = "mcc" if kind == "cls" else "iou"
+    best = f"best {metric} {result.best_metric:.4f} at epoch {result.best_epoch}" if result.best_epoch else "no best epoch"
+    typer.echo(f"done: {best}; checkpoints, metrics.csv and curves.png in {out}")
+
+
+@train_app.command("cls")
+def train_cls(images: ImagesOpt, labels: LabelsOpt, out: OutOpt, config: ConfigOpt = "demo", set_: SetOpt = None,
+              fold: FoldOpt = 0, pretrained: PretrainedOpt = None, resume: ResumeOpt = False,
+              splits: SplitsOpt = None) -> None:
+    """Train the pneumothorax classifier (stage 1; best checkpoint by validation MCC)."""
+    _train("cls", images, labels, config, set_, out, fold, pretrained, resume, splits)
+
+
+@train_app.command("seg")
+def train_seg(images: ImagesOpt, labels: LabelsOpt, out: OutOpt, config: ConfigOpt = "demo", set_: SetOpt = None,
+              fold: FoldOpt = 0, pretrained: PretrainedOpt = None, resume: ResumeOpt = False,
+              splits: SplitsOpt = None) -> None:
+    """Train the segmenter (stage 2; frozen-encoder warm-up, cosine warm restarts, SWA; best by IoU)."""
+    _train("seg", images, labels, config, set_, out, fold, pretrained, resume, splits)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning input errors into one-line messages."""
+    try:
+        app()
+    except PneumosegError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,193 @@
+"""One configuration schema for every stage, loaded from YAML presets with CLI overrides.
+
+Presets live in ``configs/`` (shipped inside the package): ``siim`` is the talk's recipe at
+1024×1024, ``demo`` the same recipe sized for a 2-core CPU. ``load_config("demo",
+["segmenter.epochs=3"])`` resolves a preset name or a YAML path and applies dotted overrides;
+the resolved config is saved next to every checkpoint and output (:func:`save_config`).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from pneumoseg.errors import ConfigError
+from pneumoseg.io import atomic_write_text
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentConfig(_Section):
+    """Albumentations recipe; each transform fires with probability ``p`` (the talk: 0.5)."""
+
+    p: float = 0.5
+    zoom: float = 0.15
+    """Affine scale range: zoom in/out by up to this fraction."""
+    clahe: bool = True
+    hflip: bool = True
+    brightness_contrast: float = 0.2
+
+
+class DataConfig(_Section):
+    val_fraction: float = 1 / 6
+    """Holdout share; the talk's split is 83.33/16.67."""
+    n_folds: int | None = None
+    """Stratified k-fold instead of the holdout split when set."""
+    split_seed: int = 0
+    num_workers: int = 0
+    cache: bool = True
+    """Decode each DICOM once at the training resolution and reuse it across epochs and runs."""
+    cache_dir: str | None = None
+    """Where the preprocessing cache lives; None: $PNEUMOSEG_CACHE or ~/.cache/pneumoseg."""
+
+
+class StageConfig(_Section):
+    """Training settings shared by the classifier and the segmenter."""
+
+    image_size: int = 1024
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-4
+    lr_min: float = 1e-6
+    cycle_epochs: int | None = None
+    """Length of one cosine-annealing cycle (warm restarts) in epochs; None: one cycle over all epochs."""
+    weight_decay: float = 0.0
+    augment: AugmentConfig = AugmentConfig()
+
+
+class ClassifierConfig(StageConfig):
+    arch: str = "legacy_xception"
+    """timm model name."""
+    threshold: float = 0.5
+    """Probability above which validation counts an image as positive (MCC, precision, recall)."""
+
+
+class SegmenterConfig(StageConfig):
+    arch: str = "FPN"
+    """segmentation-models-pytorch architecture name."""
+    encoder: str = "inceptionresnetv2"
+    batch_size: int = 4
+    cycle_epochs: int | None = 1
+    frozen_epochs: int = 2
+    """Epochs at the start during which the encoder gets no update."""
+    swa_start: int = 13
+    swa_end: int = 17
+    """SWA averages the weights at the end of epochs swa_start..swa_end (1-based, inclusive)."""
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    negative_fraction: float = 0.0
+    """Share of the negative images mixed into segmenter training (0: positives only, as the talk)."""
+
+    @model_validator(mode="after")
+    def _check_epochs(self) -> SegmenterConfig:
+        if not 0 <= self.frozen_epochs <= self.epochs:
+            raise ValueError(f"frozen_epochs ({self.frozen_epochs}) must lie in 0..epochs ({self.epochs})")
+        if self.swa_start > self.swa_end:
+            raise ValueError(f"swa_start ({self.swa_start}) must not exceed swa_end ({self.swa_end})")
+        return self
+
+
+class PostprocessConfig(_Section):
+    cls_threshold: float = 0.5
+    pixel_threshold: float = 0.5
+    min_area: int = 3500
+    """Smallest connected component kept, in pixels at 1024×1024 (scaled with resolution)."""
+    rule: Literal["threshold", "triplet"] = "threshold"
+    top: float = 0.75
+    """Triplet rule: the image is empty unless ``min_area`` pixels exceed ``top``..."""
+    bottom: float = 0.3
+    """...and then the mask is ``p > bottom``."""
+
+
+class RuntimeConfig(_Section):
+    device: str = "auto"
+    """"auto" picks CUDA when present, else CPU."""
+    amp: bool = True
+    """Mixed precision (CUDA only)."""
+    channels_last: bool = True
+    """channels_last memory format (CUDA only)."""
+    threads: int | None = None
+
+
+class Config(_Section):
+    name: str = "custom"
+    seed: int = 0
+    """Seeds weight initialisation, data order and augmentation."""
+    data: DataConfig = DataConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    segmenter: SegmenterConfig = SegmenterConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("pneumoseg.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        text, source = path.read_text(), str(path)
+    else:
+        preset = resources.files("pneumoseg.configs") / f"{name_or_path}.yaml"
+        if not preset.is_file():
+            raise ConfigError(f"unknown config preset {name_or_path!r}; choose one of {preset_names()} or give a YAML path")
+        text, source = preset.read_text(), f"preset {name_or_path}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of sections")
+    return data, source
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set ``a.b.c=value`` in a nested dict; the value is parsed as YAML (numbers, bools, null)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} must look like section.field=value")
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    try:
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        node[leaf] = raw
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(root)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{source}: {where}: {first['msg']}{more}"
+
+
+def load_config(name_or_path: str | Path = "demo", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a preset name (``siim``, ``demo``) or a YAML file, then apply ``section.field=value`` overrides."""
+    data, source = _read_yaml(name_or_path)
+    for override in overrides:
+        apply_override(data, override)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from None
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(config: Config, path: Path) -> None:
+    atomic_write_text(path, config_to_yaml(config))
