@@ -125,6 +125,64 @@ def train_seg(images: ImagesOpt, labels: LabelsOpt, out: OutOpt, config: ConfigO
     _train("seg", images, labels, config, set_, out, fold, pretrained, resume, splits)
 
 
+ClsRunOpt = Annotated[Optional[Path], typer.Option("--cls", help="Classifier run folder (from `pneumoseg train cls`).")]
+SegRunOpt = Annotated[Path, typer.Option("--seg", help="Segmenter run folder (from `pneumoseg train seg`).")]
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Option(help="DICOM folder (searched recursively) or files; repeatable.")],
+    out: Annotated[Path, typer.Option(help="Submission CSV to write (ImageId,EncodedPixels).")],
+    seg: SegRunOpt,
+    cls: ClsRunOpt = None,
+    seg_only: Annotated[bool, typer.Option(help="Skip the classifier gate and segment every image (ablation).")] = False,
+    checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
+    tta: Annotated[str, typer.Option(help="Test-time augmentation: none or hflip.")] = "none",
+    rule: Annotated[Optional[str], typer.Option(help="Post-processing rule: threshold (the talk) or triplet (1st place).")] = None,
+    cls_threshold: Annotated[Optional[float], typer.Option(help="Classifier probability that counts as positive.")] = None,
+    pixel_threshold: Annotated[Optional[float], typer.Option(help="Segmenter pixel probability threshold.")] = None,
+    min_area: Annotated[Optional[int], typer.Option(help="Smallest component kept, px at 1024x1024 (scaled).")] = None,
+    rle: Annotated[str, typer.Option(help="RLE flavour: relative (SIIM) or standard.")] = "relative",
+    overlays: Annotated[Optional[Path], typer.Option(help="Write PNG overlays (X-ray with the region outlined) here.")] = None,
+    probs: Annotated[Optional[Path], typer.Option(help="Write probability maps (8-bit PNG) here.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 4,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+) -> None:
+    """Predict pneumothorax masks for DICOM images and write a SIIM submission CSV.
+
+    The classifier gates; only positives are segmented; the mask is thresholded, small
+    components are removed and the 1024x1024 mask is run-length encoded. Post-processing
+    values come from the segmenter run's postprocess.json (written by `pneumoseg tune`)
+    unless given here. Exit status 1 when some files could not be read (see errors.csv)."""
+    from pneumoseg.data.index import find_dicoms
+    from pneumoseg.infer.pipeline import build_torch_pipeline
+    from pneumoseg.infer.predict import predict_files
+
+    if not seg_only and cls is None:
+        raise typer.BadParameter("give --cls RUN, or --seg-only to segment without the classifier gate")
+    pipeline = build_torch_pipeline(None if seg_only else cls, seg, seg_checkpoint=checkpoint, tta=_tta(tta),
+                                    device=_device(device))
+    updates = {"rule": rule, "cls_threshold": cls_threshold, "pixel_threshold": pixel_threshold, "min_area": min_area}
+    pipeline.post = pipeline.post.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    paths = [p for root in images for p in find_dicoms(root)]
+    summary = predict_files(pipeline, paths, out, batch_size=batch_size, rle_fmt=rle, overlays=overlays, probs=probs)
+    typer.echo(summary.render())
+    if summary.errors:
+        raise typer.Exit(1)
+
+
+def _tta(value: str) -> bool:
+    if value not in {"none", "hflip"}:
+        raise typer.BadParameter(f"--tta must be none or hflip, not {value!r}")
+    return value == "hflip"
+
+
+def _device(value: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if value == "auto" else value
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning input errors into one-line messages."""
     try:

@@ -1,0 +1,119 @@
+"""The two-stage pipeline: the classifier gates, only positives are segmented.
+
+Models are wrapped as plain ``forward(np.ndarray) -> np.ndarray`` functions, so PyTorch and
+ONNX Runtime back-ends are interchangeable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pneumoseg.config import PostprocessConfig
+from pneumoseg.data.preprocess import resize_to_uint8, to_model_input
+from pneumoseg.infer.postprocess import REFERENCE_SIZE, postprocess, resize_prob
+from pneumoseg.infer.tta import Forward, hflip_tta
+from pneumoseg.models.trained import TrainedModel, load_trained
+
+SUBMISSION_SHAPE = (REFERENCE_SIZE, REFERENCE_SIZE)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def torch_forward(model: torch.nn.Module, device: torch.device | str = "cpu") -> Forward:
+    model = model.to(device).eval()
+
+    @torch.inference_mode()
+    def forward(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    return forward
+
+
+@dataclass
+class ModelRunner:
+    """One model at its own input size; returns probabilities for a list of [0,1] images."""
+
+    forward: Forward
+    image_size: int
+    tta: bool = False
+
+    def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
+        batch = np.stack([resize_to_uint8(image, self.image_size) for image in images])
+        x = to_model_input(batch).numpy()
+        forward = hflip_tta(self.forward) if self.tta else self.forward
+        logits = forward(x)
+        return _sigmoid(logits[:, 0]).astype(np.float32)
+
+
+@dataclass
+class Prediction:
+    probability: float | None
+    """Classifier probability of pneumothorax (None when the gate is skipped)."""
+    segmented: bool
+    seg_prob: np.ndarray | None
+    """Segmenter probability map at the segmenter's input size (None when not segmented)."""
+    mask: np.ndarray = field(repr=False)
+    """Final mask at 1024×1024, the submission's resolution."""
+
+    @property
+    def positive(self) -> bool:
+        return bool(self.mask.any())
+
+
+@dataclass
+class TwoStagePipeline:
+    classifier: ModelRunner | None
+    segmenter: ModelRunner
+    post: PostprocessConfig
+
+    def predict(self, images: list[np.ndarray]) -> list[Prediction]:
+        """Images as float [0, 1] arrays of any size; one :class:`Prediction` each."""
+        if not images:
+            return []
+        if self.classifier is None:
+            probs: list[float | None] = [None] * len(images)
+            gate = np.ones(len(images), dtype=bool)
+        else:
+            cls_probs = self.classifier.probabilities(images)
+            probs = [float(p) for p in cls_probs]
+            gate = cls_probs >= self.post.cls_threshold
+        seg_maps: list[np.ndarray | None] = [None] * len(images)
+        chosen = np.flatnonzero(gate)
+        if len(chosen):
+            for i, prob in zip(chosen, self.segmenter.probabilities([images[i] for i in chosen])):
+                seg_maps[i] = prob
+        return [self._finish(p, m) for p, m in zip(probs, seg_maps)]
+
+    def _finish(self, probability: float | None, seg_prob: np.ndarray | None) -> Prediction:
+        if seg_prob is None:
+            return Prediction(probability, False, None, np.zeros(SUBMISSION_SHAPE, dtype=bool))
+        mask = postprocess(resize_prob(seg_prob, SUBMISSION_SHAPE), self.post)
+        return Prediction(probability, True, seg_prob, mask)
+
+
+def load_postprocess(seg_run: Path, fallback: PostprocessConfig) -> PostprocessConfig:
+    """The post-processing chosen by ``pneumoseg tune`` (postprocess.json), else ``fallback``."""
+    path = Path(seg_run) / "postprocess.json"
+    if not path.is_file():
+        return fallback
+    import json
+
+    chosen = json.loads(path.read_text())
+    return fallback.model_copy(update={k: v for k, v in chosen.get("params", {}).items() if k in fallback.model_fields})
+
+
+def build_torch_pipeline(cls_run: Path | None, seg_run: Path, *, seg_checkpoint: str = "auto", tta: bool = False,
+                         post: PostprocessConfig | None = None, device: str = "cpu") -> TwoStagePipeline:
+    """Load both runs (the classifier is skipped when ``cls_run`` is None: segmentation alone)."""
+    segmenter: TrainedModel = load_trained(seg_run, seg_checkpoint, expect="segmenter")
+    classifier = load_trained(cls_run, "best", expect="classifier") if cls_run is not None else None
+    post = post or load_postprocess(seg_run, segmenter.config.postprocess)
+    cls_runner = ModelRunner(torch_forward(classifier.model, device), classifier.image_size, tta) if classifier else None
+    seg_runner = ModelRunner(torch_forward(segmenter.model, device), segmenter.image_size, tta)
+    return TwoStagePipeline(cls_runner, seg_runner, post)

@@ -1,0 +1,169 @@
+"""Batch prediction over DICOM files into a SIIM submission CSV, without losing work.
+
+Finished rows are appended to ``<out>.partial`` (flushed per batch), so a run that is killed
+and started again with the same ``--out`` skips the images already done. Files that cannot be
+read are listed in ``errors.csv`` beside the output; the final CSV is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from pneumoseg.data.dicom import DicomImage, read_dicom
+from pneumoseg.data.labels import write_label_csv
+from pneumoseg.data.rle import rle_encode
+from pneumoseg.errors import DicomReadError
+from pneumoseg.infer.pipeline import Prediction, TwoStagePipeline
+from pneumoseg.io import atomic_write_bytes, atomic_write_text
+
+
+@dataclass
+class PredictSummary:
+    out: Path
+    n_images: int = 0
+    n_positive: int = 0
+    n_resumed: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def render(self) -> str:
+        lines = [f"wrote {self.out}: {self.n_images} images, {self.n_positive} with pneumothorax"]
+        if self.n_resumed:
+            lines.append(f"  {self.n_resumed} rows kept from an interrupted run")
+        if self.errors:
+            lines.append(f"  {len(self.errors)} files could not be read: see {errors_path(self.out)}")
+        return "\n".join(lines)
+
+
+def errors_path(out: Path) -> Path:
+    return Path(out).with_name("errors.csv")
+
+
+def partial_path(out: Path) -> Path:
+    return Path(out).with_name(Path(out).name + ".partial")
+
+
+def safe_name(image_id: str) -> str:
+    """An ImageId usable as a file name inside an output folder (no path separators)."""
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in image_id).lstrip(".")
+    return cleaned or "image"
+
+
+def _read_partial(path: Path) -> dict[str, tuple[str, str]]:
+    """path -> (ImageId, rle) for rows a previous run finished; a torn last line is ignored."""
+    done: dict[str, tuple[str, str]] = {}
+    if not path.is_file():
+        return done
+    with open(path, newline="") as fh:
+        for row in csv.reader(fh):
+            if len(row) == 3 and row[2].strip():
+                done[row[0]] = (row[1], row[2])
+    return done
+
+
+def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def save_overlay(path: Path, image: DicomImage, mask_1024: np.ndarray, probability: float | None) -> None:
+    """The X-ray at its own size with the predicted region outlined in red."""
+    grey = np.clip(np.rint(image.pixels * 255), 0, 255).astype(np.uint8)
+    bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    rows, cols = image.shape
+    mask = cv2.resize(mask_1024.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    thickness = max(2, round(max(rows, cols) / 300))
+    cv2.drawContours(bgr, contours, -1, (0, 0, 255), thickness)
+    label = "pneumothorax" if mask.any() else "no pneumothorax"
+    if probability is not None:
+        label += f"  p={probability:.2f}"
+    scale = max(rows, cols) / 1400
+    cv2.putText(bgr, label, (int(20 * scale), int(50 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 255),
+                max(1, round(2 * scale)), cv2.LINE_AA)
+    write_png(path, bgr)
+
+
+def save_probability_map(path: Path, seg_prob: np.ndarray) -> None:
+    write_png(path, np.clip(np.rint(seg_prob * 255), 0, 255).astype(np.uint8))
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"could not encode {path} as PNG")
+    atomic_write_bytes(path, encoded.tobytes())
+
+
+def _read_batch(paths: list[Path], errors: dict[str, str]) -> list[DicomImage]:
+    images = []
+    for path in paths:
+        try:
+            images.append(read_dicom(path))
+        except DicomReadError as exc:
+            errors[str(path)] = str(exc)
+    return images
+
+
+def _write_errors(out: Path, errors: dict[str, str]) -> None:
+    path = errors_path(out)
+    if not errors:
+        path.unlink(missing_ok=True)
+        return
+    lines = ["path,reason"] + [_csv_line(p, r) for p, r in sorted(errors.items())]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _csv_line(*values: str) -> str:
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(values)
+    return buffer.getvalue()
+
+
+def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, batch_size: int = 4,
+                  rle_fmt: str = "relative", overlays: Path | None = None, probs: Path | None = None,
+                  progress: bool = True) -> PredictSummary:
+    """Predict every file in ``paths`` and write the submission CSV ``out`` (one row per image)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(out)
+    done = _read_partial(partial)
+    summary = PredictSummary(out, n_resumed=sum(1 for p in paths if str(p) in done))
+    todo = [p for p in paths if str(p) not in done]
+    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="predict", unit="img", disable=not progress)
+    with open(partial, "a", newline="") as fh:
+        for chunk in _batches(todo, batch_size):
+            images = _read_batch(chunk, summary.errors)
+            for image, pred in zip(images, pipeline.predict([im.pixels for im in images])):
+                rle = rle_encode(pred.mask, rle_fmt)
+                _save_extras(image, pred, overlays, probs)
+                fh.write(_csv_line(str(image.path), image.image_id, rle) + "\n")
+                done[str(image.path)] = (image.image_id, rle)
+            fh.flush()
+            os.fsync(fh.fileno())
+            bar.update(len(chunk))
+    bar.close()
+    rows = [done[str(p)] for p in paths if str(p) in done]
+    write_label_csv(rows, out)
+    _write_errors(out, summary.errors)
+    partial.unlink(missing_ok=True)
+    summary.n_images = len(rows)
+    summary.n_positive = sum(1 for _, rle in rows if rle.strip() != "-1")
+    return summary
+
+
+def _save_extras(image: DicomImage, pred: Prediction, overlays: Path | None, probs: Path | None) -> None:
+    name = safe_name(image.image_id)
+    if overlays is not None:
+        save_overlay(overlays / f"{name}.png", image, pred.mask, pred.probability)
+    if probs is not None and pred.seg_prob is not None:
+        save_probability_map(probs / f"{name}.png", pred.seg_prob)

@@ -1,0 +1,25 @@
+"""The second stage: a segmentation-models-pytorch model (the talk's FPN + InceptionResNetV2)."""
+
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+from torch import nn
+
+from pneumoseg.config import SegmenterConfig
+from pneumoseg.errors import ConfigError
+
+
+def build_segmenter(cfg: SegmenterConfig) -> nn.Module:
+    """Build ``smp.create_model(cfg.arch, cfg.encoder)`` with one output channel and random weights."""
+    try:
+        return smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None, in_channels=3, classes=1)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"segmenter {cfg.arch}/{cfg.encoder}: {exc}") from None
+
+
+def set_encoder_frozen(model: nn.Module, frozen: bool) -> None:
+    """Freeze (no gradient, BatchNorm statistics fixed) or release the encoder of an smp model."""
+    if frozen:
+        model.freeze_encoder()
+    else:
+        model.unfreeze_encoder()

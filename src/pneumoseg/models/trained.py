@@ -1,0 +1,58 @@
+"""Rebuilding a trained model from its run folder (config + safetensors checkpoint)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from pneumoseg.config import Config
+from pneumoseg.errors import PneumosegError
+from pneumoseg.models.classifier import build_classifier
+from pneumoseg.models.segmenter import build_segmenter
+from pneumoseg.train.checkpoint import load_model_state
+
+
+@dataclass
+class TrainedModel:
+    kind: str  # "classifier" | "segmenter"
+    model: nn.Module
+    config: Config
+    run_dir: Path
+    checkpoint: str  # "best" | "swa"
+
+    @property
+    def image_size(self) -> int:
+        stage = self.config.classifier if self.kind == "classifier" else self.config.segmenter
+        return stage.image_size
+
+
+def checkpoint_path(run_dir: Path, which: str = "auto") -> Path:
+    """``which``: "best", "swa", or "auto" (SWA when the run has one, else best)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise PneumosegError(f"{run_dir}: run folder not found")
+    if which == "auto":
+        which = "swa" if (run_dir / "swa.safetensors").is_file() else "best"
+    path = run_dir / f"{which}.safetensors"
+    if not path.is_file():
+        raise PneumosegError(f"{run_dir}: no {which} checkpoint ({path.name}); was the training finished?")
+    return path
+
+
+def load_trained(run_dir: Path, which: str = "auto", *, expect: str | None = None) -> TrainedModel:
+    """Build the model described by the checkpoint's config and load its verified weights."""
+    path = checkpoint_path(run_dir, which)
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        kind, config = meta["kind"], Config.model_validate(meta["config"])
+    except (OSError, json.JSONDecodeError, KeyError, ValueError) as exc:
+        raise PneumosegError(f"{path.with_suffix('.json')}: unreadable checkpoint metadata ({exc})") from None
+    if expect and kind != expect:
+        raise PneumosegError(f"{run_dir} holds a {kind}, expected a {expect}")
+    model = build_classifier(config.classifier) if kind == "classifier" else build_segmenter(config.segmenter)
+    load_model_state(model, path)
+    model.eval()
+    return TrainedModel(kind, model, config, Path(run_dir), path.stem)

@@ -1,0 +1,107 @@
+"""Loading weights from local files only: safetensors, or ``.pth`` read with ``weights_only``.
+
+Nothing here touches the network. A foreign ``.pth`` is unpickled with
+``torch.load(weights_only=True)``, which refuses arbitrary Python objects, so a file from a
+stranger cannot run code.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from pneumoseg.errors import PneumosegError
+
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "weights")
+_PREFIXES = ("module.", "model.", "_orig_mod.")
+
+
+@dataclass
+class LoadReport:
+    path: Path
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        def some(keys: list[str]) -> str:
+            return f"{len(keys)}" + (f" (e.g. {', '.join(keys[:3])})" if keys else "")
+
+        return (
+            f"pretrained weights from {self.path}: {self.loaded} tensors loaded, "
+            f"missing {some(self.missing)}, unexpected {some(self.unexpected)}, shape-mismatched {some(self.mismatched)}"
+        )
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read tensors from a ``.safetensors`` file or a ``.pth``/``.pt``/``.bin`` state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise PneumosegError(f"{path}: weight file not found")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise PneumosegError(f"{path}: not a readable safetensors file ({exc})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).splitlines()[0]
+        raise PneumosegError(f"{path}: refused to load, the file holds more than tensors ({first})") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise PneumosegError(f"{path}: not a readable PyTorch weight file ({str(exc).splitlines()[0]})") from None
+    return _unwrap_state_dict(obj, path)
+
+
+def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in _WRAPPER_KEYS if k in obj), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict):
+        raise PneumosegError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor], extra_prefix: str | None) -> dict[str, torch.Tensor]:
+    prefixes = _PREFIXES + ((extra_prefix,) if extra_prefix else ())
+    out = {}
+    for key, value in state.items():
+        for prefix in prefixes:
+            key = key.removeprefix(prefix)
+        out[key] = value
+    return out
+
+
+def load_pretrained(model: nn.Module, path: Path, *, strip_prefix: str | None = None) -> LoadReport:
+    """Load matching tensors from ``path`` into ``model`` (non-strict) and report what matched.
+
+    For a segmenter pass ``model.encoder`` with ``strip_prefix="encoder."`` so that both a plain
+    encoder/backbone state dict and a whole smp model's state dict fit. Tensors whose shape
+    differs (a classifier head of 1000 classes, say) are skipped and reported.
+    """
+    state = _strip_prefixes(read_state_dict(path), strip_prefix)
+    own = model.state_dict()
+    report = LoadReport(path=Path(path))
+    usable = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            report.mismatched.append(key)
+        else:
+            usable[key] = value
+    if not usable:
+        raise PneumosegError(f"{path}: none of its {len(state)} tensors match the model's parameters")
+    model.load_state_dict(usable, strict=False)
+    report.loaded = len(usable)
+    report.missing = [k for k in own if k not in usable]
+    return report

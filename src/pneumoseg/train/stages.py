@@ -1,0 +1,173 @@
+"""Training entry points: ``train_classifier`` and ``train_segmenter`` over a SIIM-layout folder.
+
+Both read the images and labels, reuse (or create) the seeded stratified ``splits.json``, build
+the datasets and the model, load local pretrained weights when given, and hand over to the
+shared loop in :mod:`pneumoseg.train.loop`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pneumoseg.config import Config, StageConfig
+from pneumoseg.data.augment import build_train_transform
+from pneumoseg.data.cache import ImageCache
+from pneumoseg.data.datasets import Sample, XrayDataset, match_samples
+from pneumoseg.data.index import index_images
+from pneumoseg.data.labels import LabelSet, read_labels
+from pneumoseg.data.splits import load_or_create_splits
+from pneumoseg.errors import PneumosegError
+from pneumoseg.evaluate.metrics import SegmentationMetric, classification_metrics
+from pneumoseg.io import atomic_write_json
+from pneumoseg.models import build_classifier, build_segmenter, load_pretrained
+from pneumoseg.models.segmenter import set_encoder_frozen
+from pneumoseg.train.loop import FitResult, Stage, Trainer
+from pneumoseg.train.losses import DiceBCELoss
+
+
+@dataclass
+class SplitData:
+    train: list[Sample]
+    val: list[Sample]
+    splits_path: Path
+
+
+def default_splits_path(labels: Path) -> Path:
+    return Path(labels).with_name("splits.json")
+
+
+def load_split(images: Path, labels: Path, config: Config, *, fold: int = 0, splits_path: Path | None = None) -> SplitData:
+    """Match images with labels and pick fold ``fold`` of the (created if absent) splits file."""
+    index, _ = index_images(images)
+    label_set: LabelSet = read_labels(labels)
+    ids = [i for i in label_set.images if i in index]
+    if not ids:
+        raise PneumosegError(f"no image in {images} has a label in {labels}; run `pneumoseg check-data`")
+    splits_path = Path(splits_path) if splits_path else default_splits_path(labels)
+    positive = [label_set.images[i].positive for i in ids]
+    splits = load_or_create_splits(splits_path, ids, positive, n_folds=config.data.n_folds,
+                                   val_fraction=config.data.val_fraction, seed=config.data.split_seed)
+    if not 0 <= fold < len(splits):
+        raise PneumosegError(f"--fold {fold} is out of range: {splits_path} has {len(splits)} fold(s)")
+    chosen = splits[fold]
+    return SplitData(match_samples(index, label_set, chosen["train"]), match_samples(index, label_set, chosen["val"]),
+                     splits_path)
+
+
+class ClassifierMeter:
+    """Collects probabilities to compute MCC, precision, recall, accuracy and ROC-AUC."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.scores: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+
+    def update(self, logits: torch.Tensor, batch: dict[str, Any]) -> None:
+        self.scores.append(torch.sigmoid(logits).flatten().cpu().numpy())
+        self.labels.append(batch["label"].flatten().cpu().numpy() > 0.5)
+
+    def aggregate(self) -> dict[str, float]:
+        metrics = classification_metrics(np.concatenate(self.labels), np.concatenate(self.scores), self.threshold)
+        return {k: float(metrics[k]) for k in ("mcc", "precision", "recall", "accuracy", "roc_auc")}
+
+
+class SegmenterMeter:
+    """Per-image IoU, F1 and F2 of the thresholded prediction (mean over images)."""
+
+    def __init__(self) -> None:
+        self.metric = SegmentationMetric()
+
+    def update(self, logits: torch.Tensor, batch: dict[str, Any]) -> None:
+        pred = (torch.sigmoid(logits[:, 0]) > 0.5).cpu().numpy()
+        self.metric.update(pred, batch["mask"][:, 0].cpu().numpy() > 0.5)
+
+    def aggregate(self) -> dict[str, float]:
+        scores = self.metric.aggregate()
+        return {k: float(scores[k]) for k in ("iou", "f1", "f2")}
+
+
+def _load_weights(model: nn.Module, pretrained: Path | None, *, strip_prefix: str | None = None) -> None:
+    if pretrained is None:
+        tqdm.write("no --pretrained weights given: training starts from random initialisation")
+        return
+    tqdm.write(load_pretrained(model, pretrained, strip_prefix=strip_prefix).summary())
+
+
+def _datasets(config: Config, stage_cfg: StageConfig, train: list[Sample], val: list[Sample], *, with_mask: bool):
+    cache = ImageCache(stage_cfg.image_size, Path(config.data.cache_dir) if config.data.cache_dir else None,
+                       enabled=config.data.cache)
+    train_set = XrayDataset(train, cache, build_train_transform(stage_cfg.augment), with_mask=with_mask, seed=config.seed)
+    val_set = XrayDataset(val, cache, None, with_mask=with_mask, seed=config.seed)
+    return train_set, val_set
+
+
+def classifier_stage(config: Config, pretrained: Path | None = None) -> Stage:
+    torch.manual_seed(config.seed)
+    model = build_classifier(config.classifier)
+    _load_weights(model, pretrained)
+    bce = nn.BCEWithLogitsLoss()
+    return Stage(kind="classifier", model=model, cfg=config.classifier,
+                 loss_fn=lambda logits, batch: bce(logits, batch["label"]),
+                 new_meter=lambda: ClassifierMeter(config.classifier.threshold), select_metric="mcc")
+
+
+def segmenter_stage(config: Config, pretrained: Path | None = None) -> Stage:
+    cfg = config.segmenter
+    torch.manual_seed(config.seed)
+    model = build_segmenter(cfg)
+    _load_weights(model.encoder, pretrained, strip_prefix="encoder.")
+    loss = DiceBCELoss(cfg.dice_weight, cfg.bce_weight)
+    return Stage(kind="segmenter", model=model, cfg=cfg, loss_fn=lambda logits, batch: loss(logits, batch["mask"]),
+                 new_meter=SegmenterMeter, select_metric="iou", frozen_epochs=cfg.frozen_epochs,
+                 set_frozen=set_encoder_frozen, swa_window=(cfg.swa_start, cfg.swa_end))
+
+
+def segmenter_samples(samples: list[Sample], negative_fraction: float, seed: int) -> list[Sample]:
+    """All positive images plus a seeded share of the negatives."""
+    positives = [s for s in samples if s.positive]
+    negatives = [s for s in samples if not s.positive]
+    n_neg = int(round(negative_fraction * len(negatives)))
+    picked = np.random.default_rng(seed).permutation(len(negatives))[:n_neg]
+    return positives + [negatives[i] for i in sorted(picked)]
+
+
+def _fit(stage: Stage, config: Config, split: SplitData, train: list[Sample], val: list[Sample], out: Path,
+         *, resume: bool, progress: bool) -> FitResult:
+    if config.runtime.threads:
+        torch.set_num_threads(config.runtime.threads)
+    train_set, val_set = _datasets(config, stage.cfg, train, val, with_mask=stage.kind == "segmenter")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "run.json", {"stage": stage.kind, "splits": str(split.splits_path.resolve()),
+                                         "n_train": len(train), "n_val": len(val)})
+    return Trainer(stage, train_set, val_set, config, out, progress=progress).fit(resume=resume)
+
+
+def train_classifier(images: Path, labels: Path, config: Config, out: Path, *, fold: int = 0,
+                     pretrained: Path | None = None, resume: bool = False, splits_path: Path | None = None,
+                     progress: bool = True) -> FitResult:
+    """Train the first stage on all labelled images of the split; best checkpoint by validation MCC."""
+    split = load_split(images, labels, config, fold=fold, splits_path=splits_path)
+    return _fit(classifier_stage(config, pretrained), config, split, split.train, split.val, out,
+                resume=resume, progress=progress)
+
+
+def train_segmenter(images: Path, labels: Path, config: Config, out: Path, *, fold: int = 0,
+                    pretrained: Path | None = None, resume: bool = False, splits_path: Path | None = None,
+                    progress: bool = True) -> FitResult:
+    """Train the second stage on the positive images (plus a configurable share of negatives),
+    validated on the split's positive images; best checkpoint by IoU, plus the SWA checkpoint."""
+    split = load_split(images, labels, config, fold=fold, splits_path=splits_path)
+    train = segmenter_samples(split.train, config.segmenter.negative_fraction, config.seed)
+    val = [s for s in split.val if s.positive]
+    if not train or not val:
+        raise PneumosegError(f"the split has {len(train)} positive training and {len(val)} positive validation "
+                             "images; the segmenter needs at least one of each")
+    return _fit(segmenter_stage(config, pretrained), config, split, train, val, out, resume=resume, progress=progress)
