@@ -171,6 +171,79 @@ def predict(
         raise typer.Exit(1)
 
 
+FoldEvalOpt = Annotated[int, typer.Option(help="Fold of splits.json whose validation images are used.")]
+SplitsEvalOpt = Annotated[Optional[Path], typer.Option(help="splits.json (default: the one the segmenter was trained with).")]
+
+
+@app.command()
+def tune(
+    seg: SegRunOpt,
+    images: ImagesOpt,
+    labels: LabelsOpt,
+    cls: ClsRunOpt = None,
+    rule: Annotated[str, typer.Option(help="Rule to tune: best (compare both), threshold or triplet.")] = "best",
+    checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
+    tta: Annotated[str, typer.Option(help="Test-time augmentation: none or hflip.")] = "none",
+    fold: FoldEvalOpt = 0,
+    splits: SplitsEvalOpt = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+) -> None:
+    """Choose the classifier threshold, pixel threshold and min_area on the validation split by
+    SIIM mean Dice; writes postprocess.json next to the segmenter run (used by predict)."""
+    from pneumoseg.evaluate.validation import validation_outputs_from_runs
+    from pneumoseg.infer.tune import save_postprocess, tune_postprocess
+
+    if rule not in {"best", "threshold", "triplet"}:
+        raise typer.BadParameter(f"--rule must be best, threshold or triplet, not {rule!r}")
+    outputs = validation_outputs_from_runs(cls, seg, images, labels, splits_path=splits, fold=fold,
+                                           checkpoint=checkpoint, tta=_tta(tta), device=_device(device))
+    result = tune_postprocess(outputs, rule=rule, gated=cls is not None)
+    path = save_postprocess(result, seg)
+    typer.echo(result.render())
+    typer.echo(f"saved {path}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the synthetic data, runs, predictions and report.")] = Path("demo-output"),
+    n_train: Annotated[int, typer.Option(help="Synthetic training images.")] = 400,
+    n_test: Annotated[int, typer.Option(help="Synthetic held-out test images.")] = 150,
+    seed: Annotated[int, typer.Option(help="Seed for the dataset.")] = 0,
+    config: ConfigOpt = "demo",
+    set_: SetOpt = None,
+) -> None:
+    """The whole job on synthetic data: synth, train both stages, tune, predict, evaluate, report.
+
+    Steps already finished in OUT are skipped when run again."""
+    from pneumoseg.config import load_config
+    from pneumoseg.demo import run_demo
+
+    result = run_demo(out, n_train=n_train, n_test=n_test, seed=seed, config=load_config(config, set_ or []))
+    typer.echo(result.render())
+
+
+@app.command()
+def report(
+    seg: SegRunOpt,
+    images: ImagesOpt,
+    labels: LabelsOpt,
+    out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and the PNG plots (created).")],
+    cls: ClsRunOpt,
+    fold: FoldEvalOpt = 0,
+    splits: SplitsEvalOpt = None,
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also evaluate the final model with hflip TTA (one more inference pass).")] = True,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+) -> None:
+    """Write the talk's evidence for these runs on the validation split: the ablation (all-empty,
+    segmentation alone, two-stage, + SWA, + TTA) in SIIM mean Dice, classifier and segmenter
+    metrics beside the talk's, ROC/PR curves, the Dice grid and best/median/worst cases."""
+    from pneumoseg.evaluate.report import build_report
+
+    result = build_report(cls, seg, images, labels, out, splits_path=splits, fold=fold, device=_device(device), tta=tta)
+    typer.echo(result.render())
+    typer.echo(f"report: {result.markdown_path}")
+
+
 def _tta(value: str) -> bool:
     if value not in {"none", "hflip"}:
         raise typer.BadParameter(f"--tta must be none or hflip, not {value!r}")
@@ -193,3 +266,7 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":  # `python -m pneumoseg.cli ...`, e.g. under `torchrun -m pneumoseg.cli`
+    main()

@@ -105,7 +105,7 @@ def load_postprocess(seg_run: Path, fallback: PostprocessConfig) -> PostprocessC
     import json
 
     chosen = json.loads(path.read_text())
-    return fallback.model_copy(update={k: v for k, v in chosen.get("params", {}).items() if k in fallback.model_fields})
+    return fallback.model_copy(update={k: v for k, v in chosen.get("params", {}).items() if k in type(fallback).model_fields})
 
 
 def build_torch_pipeline(cls_run: Path | None, seg_run: Path, *, seg_checkpoint: str = "auto", tta: bool = False,

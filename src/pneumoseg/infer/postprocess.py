@@ -6,6 +6,8 @@ and scaled to the map's own resolution, so the same setting works at 256, 512 or
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -15,8 +17,9 @@ REFERENCE_SIZE = 1024
 
 
 def scaled_min_area(min_area: float, shape: tuple[int, int]) -> int:
-    """``min_area`` px at 1024×1024 expressed in pixels of an image of ``shape``."""
-    return int(round(min_area * shape[0] * shape[1] / REFERENCE_SIZE**2))
+    """``min_area`` px at 1024×1024 expressed in pixels of an image of ``shape`` (rounded up,
+    so a positive area never shrinks to zero)."""
+    return math.ceil(min_area * shape[0] * shape[1] / REFERENCE_SIZE**2 - 1e-9)
 
 
 def remove_small_components(mask: np.ndarray, min_pixels: int) -> np.ndarray:
