@@ -56,3 +56,9 @@ def test_saved_config_round_trips(tmp_path):
     assert load_config(path) == cfg
     assert yaml.safe_load(path.read_text())["segmenter"]["lr"] == 0.005
     assert isinstance(load_config(path), Config)
+
+
+def test_a_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert load_config("demo").name == "demo"

@@ -99,6 +99,7 @@ SplitsOpt = Annotated[Optional[Path], typer.Option(help="splits.json to reuse or
 def _train(kind: str, images: Path, labels: Path, config: str, overrides: list[str] | None, out: Path, fold: int,
            pretrained: Path | None, resume: bool, splits: Path | None) -> None:
     from pneumoseg.config import load_config
+    from pneumoseg.train.distributed import env_info
     from pneumoseg.train.stages import train_classifier, train_segmenter
 
     cfg = load_config(config, overrides or [])
@@ -106,7 +107,8 @@ def _train(kind: str, images: Path, labels: Path, config: str, overrides: list[s
     result = train(images, labels, cfg, out, fold=fold, pretrained=pretrained, resume=resume, splits_path=splits)
     metric = "mcc" if kind == "cls" else "iou"
     best = f"best {metric} {result.best_metric:.4f} at epoch {result.best_epoch}" if result.best_epoch else "no best epoch"
-    typer.echo(f"done: {best}; checkpoints, metrics.csv and curves.png in {out}")
+    if env_info().is_main:  # once, not once per torchrun process
+        typer.echo(f"done: {best}; checkpoints, metrics.csv and curves.png in {out}")
 
 
 @train_app.command("cls")

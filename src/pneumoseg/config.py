@@ -132,7 +132,7 @@ def preset_names() -> list[str]:
 
 def _read_yaml(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
     path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"} or path.exists():
+    if path.suffix in {".yaml", ".yml"} or path.is_file():
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         text, source = path.read_text(), str(path)
