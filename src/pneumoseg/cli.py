@@ -33,11 +33,13 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same dataset.")] = 0,
     size: Annotated[int, typer.Option(help="Image side in pixels (the SIIM release is 1024).")] = 1024,
     positive_rate: Annotated[float, typer.Option(help="Share of images with pneumothorax.")] = 0.23,
+    overwrite: Annotated[bool, typer.Option(help="Replace a dataset already in OUT.")] = False,
 ) -> None:
     """Generate a synthetic dataset in the SIIM-ACR release layout (DICOM + train-rle.csv)."""
     from pneumoseg.data.synth import generate_dataset
 
-    summary = generate_dataset(out, n, test_n=test_n, seed=seed, size=size, positive_rate=positive_rate)
+    summary = generate_dataset(out, n, test_n=test_n, seed=seed, size=size, positive_rate=positive_rate,
+                               overwrite=overwrite)
     typer.echo(summary.render())
 
 
