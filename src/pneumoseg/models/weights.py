@@ -71,13 +71,29 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def _strip_prefixes(state: dict[str, torch.Tensor], extra_prefix: str | None) -> dict[str, torch.Tensor]:
+def _key_variants(key: str, prefixes: tuple[str, ...]) -> list[str]:
+    """``key`` and what it becomes as wrapper prefixes are stripped off its front, one by one."""
+    variants = [key]
+    while stripped := next((key.removeprefix(p) for p in prefixes if key.startswith(p)), None):
+        key = stripped
+        variants.append(key)
+    return variants
+
+
+def _match_keys(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor],
+                extra_prefix: str | None) -> dict[str, torch.Tensor]:
+    """Rename ``state``'s keys to the model's: strip wrapper prefixes (``module.``, ``model.``,
+    ``_orig_mod.``, ``extra_prefix``) only as far as needed for a key to match, and add the
+    model's own wrapper prefix when all its keys share one (smp's ``tu-`` timm encoders keep the
+    timm backbone under ``model.``). Keys that match nothing keep their original name."""
     prefixes = _PREFIXES + ((extra_prefix,) if extra_prefix else ())
+    heads = {k.split(".", 1)[0] for k in own}
+    own_prefix = f"{heads.pop()}." if len(heads) == 1 and all("." in k for k in own) else ""
     out = {}
     for key, value in state.items():
-        for prefix in prefixes:
-            key = key.removeprefix(prefix)
-        out[key] = value
+        variants = _key_variants(key, prefixes)
+        candidates = variants + [own_prefix + v for v in variants] if own_prefix else variants
+        out[next((c for c in candidates if c in own), key)] = value
     return out
 
 
@@ -88,8 +104,8 @@ def load_pretrained(model: nn.Module, path: Path, *, strip_prefix: str | None = 
     encoder/backbone state dict and a whole smp model's state dict fit. Tensors whose shape
     differs (a classifier head of 1000 classes, say) are skipped and reported.
     """
-    state = _strip_prefixes(read_state_dict(path), strip_prefix)
     own = model.state_dict()
+    state = _match_keys(read_state_dict(path), own, strip_prefix)
     report = LoadReport(path=Path(path))
     usable = {}
     for key, value in state.items():

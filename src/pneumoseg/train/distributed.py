@@ -27,13 +27,18 @@ class DistInfo:
         return self.rank == 0
 
 
+def env_info() -> DistInfo:
+    """Rank and world size as torchrun sets them in the environment (one process without)."""
+    return DistInfo(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                    int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def setup(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
     """Pick the device and join the process group torchrun describes (NCCL on CUDA, gloo on CPU).
 
     ``device_name`` is "auto" (CUDA when present), "cuda" or "cpu".
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    info = DistInfo(int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    info = env_info()
     use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(info.local_rank)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from pneumoseg.config import Config, StageConfig, save_config
+from pneumoseg.errors import PneumosegError
 from pneumoseg.io import atomic_write_text
 from pneumoseg.train import distributed
 from pneumoseg.train.checkpoint import flatten_optimizer, load_tensors, save_model, save_tensors, unflatten_optimizer
@@ -70,8 +71,11 @@ def make_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int, wo
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=train, seed=seed,
                                  drop_last=False)
     drop_last = train and len(dataset) >= 2 * batch_size * info.world_size
+    # Training workers are not persistent: a persistent worker keeps the dataset copy it got at
+    # the first epoch, so ``set_epoch`` would never reach it and every epoch would repeat the
+    # first epoch's augmentation.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0 and not train)
 
 
 def _set_epoch(loader: DataLoader, epoch: int) -> None:
@@ -138,6 +142,8 @@ class Trainer:
         optim_tensors, optim_plain = flatten_optimizer(self.optimizer.state_dict())
         tensors.update(optim_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":  # dropout on the GPU draws from the CUDA generator
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         meta: dict[str, Any] = {
             "kind": self.stage.kind, "epoch": epoch, "optimizer": optim_plain,
             "scheduler": self.scheduler.state_dict(), "history": self.result.history,
@@ -153,17 +159,34 @@ class Trainer:
         if not path.is_file():
             return False
         tensors, meta = load_tensors(path)
+        self._check_resumable(path, meta)
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
         self.scheduler.load_state_dict(meta["scheduler"])
         if self.swa_model is not None:
             self.swa_model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("swa.")})
         torch.set_rng_state(tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.result.history = meta["history"]
         self.result.best_epoch = meta["best_epoch"]
         self.result.best_metric = meta["best_metric"] if meta["best_metric"] is not None else -math.inf
         self.start_epoch = meta["epoch"] + 1
         return True
+
+    def _check_resumable(self, path: Path, meta: dict[str, Any]) -> None:
+        """Refuse a state saved by the other stage or under other training settings: the
+        scheduler, SWA window and frozen epochs would silently no longer match the config."""
+        kind = self.stage.kind
+        if meta.get("kind") != kind:
+            raise PneumosegError(f"{path}: saved by the {meta.get('kind')} stage, cannot resume the {kind} from it")
+        saved, current = meta.get("config") or {}, self.config.model_dump(mode="json")
+        changed = ["seed"] if saved.get("seed") != current["seed"] else []
+        saved_stage = saved.get(kind) or {}
+        changed += [f"{kind}.{k}" for k, v in current[kind].items() if saved_stage.get(k) != v]
+        if changed:
+            raise PneumosegError(f"{path}: cannot resume with changed training settings ({', '.join(changed)}); "
+                                 f"resume with the run's own config, or train into a new --out folder")
 
     def _checkpoint_meta(self, epoch: int | str, metrics: dict[str, Any]) -> dict[str, Any]:
         return {"kind": self.stage.kind, "epoch": epoch, "metrics": metrics, "config": self.config.model_dump(mode="json")}
@@ -264,13 +287,13 @@ class Trainer:
 
     def fit(self, *, resume: bool = False) -> FitResult:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.info.is_main:
-            save_config(self.config, self.run_dir / "config.yaml")
-        if resume:
+        if resume:  # before config.yaml is rewritten: a refused resume leaves the run folder as it was
             resumed = self.load_state()
             if self.info.is_main:
                 tqdm.write(f"resuming {self.stage.kind} after epoch {self.start_epoch - 1}" if resumed
                            else f"no saved state in {self.run_dir}; starting from epoch 1")
+        if self.info.is_main:
+            save_config(self.config, self.run_dir / "config.yaml")
         _set_epoch(self.train_loader, self.start_epoch)
         for epoch in range(self.start_epoch, self.stage.cfg.epochs + 1):
             self.run_epoch(epoch)

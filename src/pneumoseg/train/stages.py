@@ -28,6 +28,7 @@ from pneumoseg.evaluate.metrics import SegmentationMetric, classification_metric
 from pneumoseg.io import atomic_write_json
 from pneumoseg.models import build_classifier, build_segmenter, load_pretrained
 from pneumoseg.models.segmenter import set_encoder_frozen
+from pneumoseg.train import distributed
 from pneumoseg.train.loop import FitResult, Stage, Trainer
 from pneumoseg.train.losses import DiceBCELoss
 
@@ -94,10 +95,11 @@ class SegmenterMeter:
 
 
 def _load_weights(model: nn.Module, pretrained: Path | None, *, strip_prefix: str | None = None) -> None:
+    say = tqdm.write if distributed.env_info().is_main else (lambda _: None)
     if pretrained is None:
-        tqdm.write("no --pretrained weights given: training starts from random initialisation")
+        say("no --pretrained weights given: training starts from random initialisation")
         return
-    tqdm.write(load_pretrained(model, pretrained, strip_prefix=strip_prefix).summary())
+    say(load_pretrained(model, pretrained, strip_prefix=strip_prefix).summary())
 
 
 def _datasets(config: Config, stage_cfg: StageConfig, train: list[Sample], val: list[Sample], *, with_mask: bool):
@@ -145,8 +147,9 @@ def _fit(stage: Stage, config: Config, split: SplitData, train: list[Sample], va
     train_set, val_set = _datasets(config, stage.cfg, train, val, with_mask=stage.kind == "segmenter")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "run.json", {"stage": stage.kind, "splits": str(split.splits_path.resolve()),
-                                         "n_train": len(train), "n_val": len(val)})
+    if distributed.env_info().is_main:  # under torchrun only rank 0 writes
+        atomic_write_json(out / "run.json", {"stage": stage.kind, "splits": str(split.splits_path.resolve()),
+                                             "n_train": len(train), "n_val": len(val)})
     return Trainer(stage, train_set, val_set, config, out, progress=progress).fit(resume=resume)
 
 

@@ -1,0 +1,135 @@
+"""Checkpoints: safetensors + a JSON sidecar (config, epoch, metrics, versions, SHA-256)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from pneumoseg.config import load_config
+from pneumoseg.errors import PneumosegError
+from pneumoseg.models import build_segmenter
+from pneumoseg.train.checkpoint import (
+    flatten_optimizer,
+    load_model_state,
+    load_tensors,
+    save_model,
+    save_tensors,
+    unflatten_optimizer,
+)
+from pneumoseg.train.loop import STATE_FILE
+
+
+def small_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(1))
+
+
+def flip_byte(path, offset_from_end: int = 10) -> None:
+    data = bytearray(path.read_bytes())
+    data[-offset_from_end] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_save_and_load_model_round_trip_with_sidecar(tmp_path):
+    model = nn.Linear(3, 2)
+    path = tmp_path / "model.safetensors"
+    save_model(path, model, {"kind": "classifier", "epoch": 3, "metrics": {"mcc": 0.5}, "config": {"seed": 1}})
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["epoch"] == 3 and meta["metrics"] == {"mcc": 0.5} and meta["config"] == {"seed": 1}
+    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert meta["weights"] == "model.safetensors" and meta["saved_at"]
+    assert meta["versions"]["torch"] == metadata.version("torch")
+    assert {"python", "pneumoseg", "timm", "segmentation-models-pytorch"} <= set(meta["versions"])
+    other = nn.Linear(3, 2)
+    assert load_model_state(other, path)["epoch"] == 3
+    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
+        assert torch.equal(a, b)
+    # a plain safetensors file: readable by any tool, no pickle involved
+    assert set(load_file(str(path))) == {"weight", "bias"}
+
+
+def test_a_tampered_weights_file_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_model(path, nn.Linear(3, 2), {"epoch": 1})
+    flip_byte(path)
+    load_file(str(path))  # still a well-formed safetensors file: only the checksum can tell
+    with pytest.raises(PneumosegError, match="checksum"):
+        load_tensors(path)
+    with pytest.raises(PneumosegError, match="checksum"):
+        load_model_state(nn.Linear(3, 2), path)
+
+
+def test_truncated_or_unpaired_checkpoints_are_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_model(path, nn.Linear(3, 2), {"epoch": 1})
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(PneumosegError, match="checksum"):
+        load_tensors(path)
+    (tmp_path / "model.json").unlink()
+    with pytest.raises(PneumosegError, match="model.json"):
+        load_tensors(path)
+    save_model(path, nn.Linear(3, 2), {"epoch": 1})
+    (tmp_path / "model.json").write_text("{not json")
+    with pytest.raises(PneumosegError, match="metadata"):
+        load_tensors(path)
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_model(path, nn.Linear(3, 2), {"epoch": 1})
+    with pytest.raises(PneumosegError, match="do not fit"):
+        load_model_state(nn.Linear(4, 2), path)
+
+
+def test_optimizer_state_survives_flattening(tmp_path):
+    def trained(model, optimizer, steps):
+        x = torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+        for _ in range(steps):
+            optimizer.zero_grad()
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+
+    model = small_model()
+    model(torch.zeros(1, 3, 6, 6))  # materialise the lazy layer
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-3)
+    trained(model, optimizer, 3)
+    tensors, plain = flatten_optimizer(optimizer.state_dict())
+    save_tensors(tmp_path / "s.safetensors", {**tensors, **{f"model.{k}": v for k, v in model.state_dict().items()}},
+                 {"optimizer": plain})
+    loaded, meta = load_tensors(tmp_path / "s.safetensors")
+
+    clone = small_model()
+    clone(torch.zeros(1, 3, 6, 6))
+    clone.load_state_dict({k[6:]: v for k, v in loaded.items() if k.startswith("model.")})
+    clone_opt = torch.optim.Adam(clone.parameters(), lr=1e-2, weight_decay=1e-3)
+    clone_opt.load_state_dict(unflatten_optimizer(loaded, json.loads(json.dumps(meta["optimizer"]))))
+    trained(model, optimizer, 2)
+    trained(clone, clone_opt, 2)
+    for a, b in zip(model.state_dict().values(), clone.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_run_checkpoints_carry_config_epoch_and_metrics(seg_run):
+    out = seg_run.out
+    state, meta = load_tensors(out / "best.safetensors")
+    assert meta["kind"] == "segmenter"
+    assert meta["epoch"] == seg_run.result.best_epoch
+    assert set(meta["metrics"]) >= {"val_loss", "iou", "f1", "f2"}
+    assert meta["metrics"]["iou"] == seg_run.result.row(meta["epoch"])["iou"]
+    assert meta["config"] == seg_run.config.model_dump(mode="json")
+    model = build_segmenter(load_config(out / "config.yaml").segmenter)
+    load_model_state(model, out / "best.safetensors")
+
+    tensors, state_meta = load_tensors(out / STATE_FILE)
+    assert state_meta["epoch"] == seg_run.config.segmenter.epochs
+    assert {k.split(".")[0] for k in tensors} == {"model", "optim", "swa", "rng"}
+    assert state_meta["scheduler"]["T_0"] == len(seg_run.trainer.train_loader)  # cycle_epochs=1
+    assert [r["epoch"] for r in state_meta["history"]] == [1, 2, 3]
+    last = seg_run.trainer.snapshots[3]
+    assert all(torch.equal(tensors[f"model.{k}"], v) for k, v in last.items())
