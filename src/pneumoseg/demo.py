@@ -1,6 +1,7 @@
 """The main job, end to end on synthetic data: ``pneumoseg demo`` / ``make demo``.
 
-synth dataset (train + held-out test) → train classifier → train segmenter with SWA → tune
+synth dataset (train + held-out test) → train segmenter with SWA → train classifier (starting
+from the segmenter's encoder, the demo's offline stand-in for ImageNet weights) → tune
 post-processing on validation → predict the held-out test (two-stage and segmentation alone)
 → evaluate → report. Finished steps are skipped when the demo is run again on the same folder.
 """
@@ -25,6 +26,7 @@ from pneumoseg.infer.pipeline import build_torch_pipeline
 from pneumoseg.infer.predict import predict_files
 from pneumoseg.infer.tune import save_postprocess, tune_postprocess
 from pneumoseg.io import atomic_write_json, atomic_write_text
+from pneumoseg.models.trained import checkpoint_path
 from pneumoseg.train.stages import train_classifier, train_segmenter
 
 
@@ -63,8 +65,8 @@ def _finished(run_dir: Path, kind: str) -> bool:
     return (run_dir / final).is_file()
 
 
-def run_demo(out: Path, *, n_train: int = 400, n_test: int = 150, seed: int = 0, config: Config | None = None,
-             progress: bool = True) -> DemoResult:
+def run_demo(out: Path, *, n_train: int = 400, n_test: int = 150, seed: int = 0, size: int = 1024,
+             config: Config | None = None, progress: bool = True) -> DemoResult:
     out = Path(out)
     config = config or load_config("demo")
     result = DemoResult(out)
@@ -75,13 +77,16 @@ def run_demo(out: Path, *, n_train: int = 400, n_test: int = 150, seed: int = 0,
 
     with _step(result, "synthetic data"):
         if not test_labels.is_file():
-            generate_dataset(data, n_train, test_n=n_test, seed=seed, progress=progress)
-    with _step(result, "train classifier"):
-        if not _finished(cls_run, "classifier"):
-            train_classifier(train_images, train_labels, config, cls_run, resume=True, progress=progress)
+            generate_dataset(data, n_train, test_n=n_test, seed=seed, size=size, progress=progress)
     with _step(result, "train segmenter"):
         if not _finished(seg_run, "segmenter"):
             train_segmenter(train_images, train_labels, config, seg_run, resume=True, progress=progress)
+    with _step(result, "train classifier"):
+        if not _finished(cls_run, "classifier"):
+            # No ImageNet weights offline: the classifier starts from the segmenter's trained
+            # encoder (same backbone), a local pretrained start as the recipe asks.
+            train_classifier(train_images, train_labels, config, cls_run, resume=True, progress=progress,
+                             pretrained=checkpoint_path(seg_run, "auto"))
     with _step(result, "tune"):
         outputs = validation_outputs_from_runs(cls_run, seg_run, train_images, train_labels, progress=progress)
         tuned = tune_postprocess(outputs)

@@ -18,7 +18,7 @@ from pneumoseg.train import distributed
 from pneumoseg.train.checkpoint import load_tensors
 from pneumoseg.train.distributed import DistInfo
 from pneumoseg.train.loop import STATE_FILE, _set_epoch, make_loader
-from tests.train.conftest import TINY_OVERRIDES
+from tests.helpers import TINY_OVERRIDES
 
 
 class Indexed(Dataset):

@@ -19,7 +19,7 @@ from pneumoseg.errors import PneumosegError
 from pneumoseg.train import stages
 from pneumoseg.train.checkpoint import load_tensors, sha256_of
 from pneumoseg.train.loop import STATE_FILE
-from tests.train.conftest import TINY_OVERRIDES
+from tests.helpers import TINY_OVERRIDES
 from tests.train.recording import RecordingTrainer, recorded_fit
 from tests.train.test_schedule import toy_trainer
 

@@ -19,7 +19,7 @@ from torch import nn
 from pneumoseg.errors import PneumosegError
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "weights")
-_PREFIXES = ("module.", "model.", "_orig_mod.")
+_PREFIXES = ("module.", "model.", "_orig_mod.", "encoder.")
 
 
 @dataclass

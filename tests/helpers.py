@@ -1,0 +1,33 @@
+"""Shared test constants: the tiny configuration and dataset handle used across test folders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Sized for a 2-core CPU: 64 px, 4 images a batch, a couple of epochs, and timm's tiny test
+# networks (no download; ~5x cheaper than the demo's resnet18) -- the loop, not the network, is
+# under test here. tests/models covers the preset architectures. One thread: on a busy 2-core
+# machine two OpenMP threads wait on each other and tiny ops get 10x slower.
+TINY_OVERRIDES = [
+    "runtime.device=cpu",
+    "runtime.threads=1",
+    "classifier.arch=test_resnet",
+    "segmenter.encoder=tu-test_resnet",
+    "classifier.image_size=64",
+    "classifier.batch_size=4",
+    "classifier.epochs=2",
+    "segmenter.image_size=64",
+    "segmenter.batch_size=4",
+    "segmenter.epochs=2",
+    "segmenter.frozen_epochs=1",
+    "segmenter.swa_start=2",
+    "segmenter.swa_end=2",
+]
+
+
+@dataclass(frozen=True)
+class TinyData:
+    root: Path
+    images: Path
+    labels: Path
