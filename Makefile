@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-all bench lint venv clean
+.PHONY: demo test test-all bench lint venv clean chromium
 
 venv: $(STAMP)
 
@@ -23,11 +23,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/pneumoseg demo --out demo-output
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) chromium
 	$(PY) -m pytest -q -m "slow or not slow"
+
+# The browser tests (tests/serve/test_browser.py) drive Debian's chromium; CI runs as root.
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

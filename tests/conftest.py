@@ -9,7 +9,8 @@ import torch
 
 from pneumoseg.config import Config, load_config
 from pneumoseg.data.synth import generate_dataset
-from tests.helpers import TINY_OVERRIDES, TinyData
+from pneumoseg.train.stages import train_classifier, train_segmenter
+from tests.helpers import TINY_OVERRIDES, TinyData, TinyRuns
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -69,3 +70,15 @@ def tiny_config() -> Callable[..., Config]:
         return load_config("demo", [*TINY_OVERRIDES, *overrides])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_data, tiny_config, tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
+    """A classifier and a segmenter trained briefly on ``tiny_data`` (for inference and serving tests)."""
+    root = tmp_path_factory.mktemp("tiny-runs")
+    config = tiny_config("classifier.epochs=1")
+    train_classifier(tiny_data.images, tiny_data.labels, config, root / "cls", progress=False,
+                     splits_path=root / "splits.json")
+    train_segmenter(tiny_data.images, tiny_data.labels, config, root / "seg", progress=False,
+                    splits_path=root / "splits.json")
+    return TinyRuns(tiny_data.images, tiny_data.labels, root / "cls", root / "seg")

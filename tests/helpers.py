@@ -31,3 +31,13 @@ class TinyData:
     root: Path
     images: Path
     labels: Path
+
+
+@dataclass(frozen=True)
+class TinyRuns:
+    """Tiny trained runs (64 px, timm test networks) on :class:`TinyData`."""
+
+    images: Path
+    labels: Path
+    cls: Path
+    seg: Path

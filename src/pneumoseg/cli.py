@@ -137,8 +137,10 @@ SegRunOpt = Annotated[Path, typer.Option("--seg", help="Segmenter run folder (fr
 def predict(
     images: Annotated[list[Path], typer.Option(help="DICOM folder (searched recursively) or files; repeatable.")],
     out: Annotated[Path, typer.Option(help="Submission CSV to write (ImageId,EncodedPixels).")],
-    seg: SegRunOpt,
+    seg: Annotated[Optional[Path], typer.Option("--seg", help="Segmenter run folder (from `pneumoseg train seg`); --backend torch.")] = None,
     cls: ClsRunOpt = None,
+    backend: Annotated[str, typer.Option(help="Run the models in torch (run folders) or onnx (an export-onnx folder).")] = "torch",
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", metavar="DIR", help="Folder written by `pneumoseg export-onnx` (--backend onnx).")] = None,
     seg_only: Annotated[bool, typer.Option(help="Skip the classifier gate and segment every image (ablation).")] = False,
     checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or hflip.")] = "none",
@@ -149,6 +151,8 @@ def predict(
     rle: Annotated[str, typer.Option(help="RLE flavour: relative (SIIM) or standard.")] = "relative",
     overlays: Annotated[Optional[Path], typer.Option(help="Write PNG overlays (X-ray with the region outlined) here.")] = None,
     probs: Annotated[Optional[Path], typer.Option(help="Write probability maps (8-bit PNG) here.")] = None,
+    dicom_seg: Annotated[Optional[Path], typer.Option(
+        "--dicom-seg", metavar="DIR", help="Write a DICOM SEG (<ImageId>.dcm) for each positive image here.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 4,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
 ) -> None:
@@ -159,20 +163,39 @@ def predict(
     values come from the segmenter run's postprocess.json (written by `pneumoseg tune`)
     unless given here. Exit status 1 when some files could not be read (see errors.csv)."""
     from pneumoseg.data.index import find_dicoms
-    from pneumoseg.infer.pipeline import build_torch_pipeline
     from pneumoseg.infer.predict import predict_files
 
-    if not seg_only and cls is None:
-        raise typer.BadParameter("give --cls RUN, or --seg-only to segment without the classifier gate")
-    pipeline = build_torch_pipeline(None if seg_only else cls, seg, seg_checkpoint=checkpoint, tta=_tta(tta),
-                                    device=_device(device))
+    pipeline = _build_pipeline(backend, cls, seg, onnx, seg_only=seg_only, checkpoint=checkpoint, tta=_tta(tta),
+                               device=device)
     updates = {"rule": rule, "cls_threshold": cls_threshold, "pixel_threshold": pixel_threshold, "min_area": min_area}
     pipeline.post = pipeline.post.model_copy(update={k: v for k, v in updates.items() if v is not None})
     paths = [p for root in images for p in find_dicoms(root)]
-    summary = predict_files(pipeline, paths, out, batch_size=batch_size, rle_fmt=rle, overlays=overlays, probs=probs)
+    summary = predict_files(pipeline, paths, out, batch_size=batch_size, rle_fmt=rle, overlays=overlays, probs=probs,
+                            dicom_seg=dicom_seg)
     typer.echo(summary.render())
     if summary.errors:
         raise typer.Exit(1)
+
+
+@app.command("export-onnx")
+def export_onnx(
+    cls: Annotated[Path, typer.Option("--cls", help="Classifier run folder (from `pneumoseg train cls`; best checkpoint).")],
+    seg: SegRunOpt,
+    out: Annotated[Path, typer.Option(help="Folder for classifier.onnx, segmenter.onnx and onnx.json (created).")],
+    checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+) -> None:
+    """Export both models to ONNX (dynamic batch, height and width) for `predict --backend onnx`.
+
+    onnx.json beside them records each model's input size, normalisation, tensor names, opset,
+    source checkpoint and the post-processing (the segmenter run's postprocess.json)."""
+    from pneumoseg.export import export_onnx as run_export
+    from pneumoseg.export import render_export
+
+    if checkpoint not in {"auto", "best", "swa"}:
+        raise typer.BadParameter(f"--checkpoint must be auto, best or swa, not {checkpoint!r}")
+    manifest = run_export(cls, seg, out, seg_checkpoint=checkpoint, opset=opset)
+    typer.echo(render_export(manifest, out))
 
 
 FoldEvalOpt = Annotated[int, typer.Option(help="Fold of splits.json whose validation images are used.")]
@@ -246,6 +269,53 @@ def report(
     result = build_report(cls, seg, images, labels, out, splits_path=splits, fold=fold, device=_device(device), tta=tta)
     typer.echo(result.render())
     typer.echo(f"report: {result.markdown_path}")
+
+
+def _build_pipeline(backend: str, cls: Path | None, seg: Path | None, onnx_dir: Path | None, *, seg_only: bool,
+                    checkpoint: str, tta: bool, device: str):
+    """The prediction pipeline: --backend torch (run folders) or onnx (an `export-onnx` folder)."""
+    if backend == "onnx":
+        if onnx_dir is None:
+            raise typer.BadParameter("--backend onnx needs --onnx DIR (a folder written by `pneumoseg export-onnx`)")
+        if cls is not None or seg is not None:
+            raise typer.BadParameter("--cls/--seg are for --backend torch; the --onnx folder holds both models")
+        from pneumoseg.export import build_onnx_pipeline, onnx_providers
+
+        return build_onnx_pipeline(onnx_dir, seg_only=seg_only, tta=tta, providers=onnx_providers(device))
+    if backend != "torch":
+        raise typer.BadParameter(f"--backend must be torch or onnx, not {backend!r}")
+    if onnx_dir is not None:
+        raise typer.BadParameter("--onnx DIR needs --backend onnx")
+    if seg is None:
+        raise typer.BadParameter("give --seg RUN (or --backend onnx --onnx DIR)")
+    if not seg_only and cls is None:
+        raise typer.BadParameter("give --cls RUN, or --seg-only to segment without the classifier gate")
+    from pneumoseg.infer.pipeline import build_torch_pipeline
+
+    return build_torch_pipeline(None if seg_only else cls, seg, seg_checkpoint=checkpoint, tta=tta,
+                                device=_device(device))
+
+
+@app.command()
+def serve(
+    cls: Annotated[Path, typer.Option("--cls", help="Classifier run folder (from `pneumoseg train cls`).")],
+    seg: SegRunOpt,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest DICOM accepted, in MB.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+) -> None:
+    """Open the web viewer: drop a chest X-ray DICOM on the page to see the pneumothorax
+    outlined, its probability and area, and download the overlay or a DICOM SEG.
+
+    Needs the package's `serve` extra (fastapi, uvicorn, python-multipart)."""
+    try:
+        from pneumoseg.serve.app import serve as run_server
+    except ImportError as exc:
+        raise PneumosegError(f"the web viewer needs the serve extra ({exc.name} is missing): "
+                             'pip install "pneumoseg[serve]"') from None
+    typer.echo(f"pneumoseg viewer: open http://{host}:{port}/ (Ctrl+C to stop)")
+    run_server(cls, seg, host, port, device=_device(device), max_upload_mb=max_upload_mb)
 
 
 def _tta(value: str) -> bool:

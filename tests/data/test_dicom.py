@@ -19,7 +19,7 @@ from pydicom.uid import (
     JPEGLSLossless,
 )
 
-from pneumoseg.data.dicom import read_dicom, read_image_id
+from pneumoseg.data.dicom import read_dicom, read_dicom_bytes, read_image_id
 from pneumoseg.errors import DicomReadError
 
 
@@ -272,3 +272,16 @@ def test_read_dicom_does_not_touch_the_source(sample_dicoms, tmp_path):
     before = copy.read_bytes()
     read_dicom(copy)
     assert copy.read_bytes() == before
+
+
+@pytest.mark.filterwarnings("ignore:End of file reached")
+def test_read_dicom_bytes_decodes_like_read_dicom(sample_dicoms):
+    path = sample_dicoms[0]
+    from_file, from_memory = read_dicom(path), read_dicom_bytes(path.read_bytes(), name="upload.dcm")
+    assert np.array_equal(from_file.pixels, from_memory.pixels)
+    assert from_memory.image_id == from_file.image_id and from_memory.spacing == from_file.spacing
+    assert from_memory.path == Path("upload.dcm")
+    with pytest.raises(DicomReadError, match=r"^upload\.dcm: not a DICOM file"):
+        read_dicom_bytes(b"hello" * 100, name="upload.dcm")
+    with pytest.raises(DicomReadError, match=r"^upload\.dcm: "):
+        read_dicom_bytes(path.read_bytes()[:2000], name="upload.dcm")

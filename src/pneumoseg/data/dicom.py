@@ -25,10 +25,12 @@ pixel data that fails to decode.
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
@@ -78,7 +80,20 @@ class DicomImage:
 def read_dicom(path: str | PathLike[str]) -> DicomImage:
     """Read and decode a DICOM image; raises :class:`DicomReadError` if it cannot."""
     path = Path(path)
-    ds = _read_dataset(path)
+    return _decode_image(_read_dataset(path), path)
+
+
+def read_dicom_bytes(data: bytes, name: str = "upload.dcm") -> DicomImage:
+    """:func:`read_dicom` for a file held in memory (an upload): nothing is written to disk.
+
+    ``name`` stands in for the path: it begins error messages, becomes ``DicomImage.path``,
+    and its stem is the image id when the file has no SOPInstanceUID."""
+    path = Path(name)
+    return _decode_image(_read_dataset(path, source=io.BytesIO(data)), path)
+
+
+def _decode_image(ds: Dataset, path: Path) -> DicomImage:
+    """The normalised first frame of a dataset read from ``path`` (named in errors)."""
     frame, props = _decode_first_frame(ds, path)
     low, high = _value_range(frame, int(props["bits_stored"]), bool(props["pixel_representation"]))
     grey = _to_grey(frame, str(props["photometric_interpretation"]), path)
@@ -110,10 +125,12 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _read_dataset(path: Path, **kwargs) -> Dataset:
-    """``dcmread`` without ``force``, so that a non-DICOM file is rejected, not guessed at."""
+def _read_dataset(path: Path, source: BinaryIO | None = None, **kwargs) -> Dataset:
+    """``dcmread`` without ``force``, so that a non-DICOM file is rejected, not guessed at.
+
+    Reads ``source`` (a file object) instead of ``path`` when given; ``path`` names it in errors."""
     try:
-        return pydicom.dcmread(path, **kwargs)
+        return pydicom.dcmread(path if source is None else source, **kwargs)
     except InvalidDicomError:
         reason = "not a DICOM file (no 'DICM' marker after the 128-byte preamble)"
         raise _read_error(path, reason) from None

@@ -8,6 +8,7 @@ read are listed in ``errors.csv`` beside the output; the final CSV is written at
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,10 @@ from pneumoseg.data.labels import write_label_csv
 from pneumoseg.data.rle import rle_encode
 from pneumoseg.errors import DicomReadError
 from pneumoseg.infer.pipeline import Prediction, TwoStagePipeline
+from pneumoseg.infer.postprocess import resize_mask
 from pneumoseg.io import atomic_write_bytes, atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,10 +79,16 @@ def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
 
 def save_overlay(path: Path, image: DicomImage, mask_1024: np.ndarray, probability: float | None) -> None:
     """The X-ray at its own size with the predicted region outlined in red."""
+    write_png(path, draw_overlay(image, mask_1024, probability))
+
+
+def draw_overlay(image: DicomImage, mask_1024: np.ndarray, probability: float | None) -> np.ndarray:
+    """The X-ray at its own size (BGR uint8) with the predicted region outlined in red and a
+    one-line label (the verdict and, when given, the classifier probability)."""
     grey = np.clip(np.rint(image.pixels * 255), 0, 255).astype(np.uint8)
     bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
     rows, cols = image.shape
-    mask = cv2.resize(mask_1024.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST)
+    mask = resize_mask(mask_1024, (rows, cols)).astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     thickness = max(2, round(max(rows, cols) / 300))
     cv2.drawContours(bgr, contours, -1, (0, 0, 255), thickness)
@@ -88,7 +98,7 @@ def save_overlay(path: Path, image: DicomImage, mask_1024: np.ndarray, probabili
     scale = max(rows, cols) / 1400
     cv2.putText(bgr, label, (int(20 * scale), int(50 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 255),
                 max(1, round(2 * scale)), cv2.LINE_AA)
-    write_png(path, bgr)
+    return bgr
 
 
 def save_probability_map(path: Path, seg_prob: np.ndarray) -> None:
@@ -96,10 +106,15 @@ def save_probability_map(path: Path, seg_prob: np.ndarray) -> None:
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
+    atomic_write_bytes(path, encode_png(image, name=str(path)))
+
+
+def encode_png(image: np.ndarray, *, name: str = "image") -> bytes:
+    """PNG bytes of a grey or BGR uint8 array (``name`` is used in the error message)."""
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
-        raise ValueError(f"could not encode {path} as PNG")
-    atomic_write_bytes(path, encoded.tobytes())
+        raise ValueError(f"could not encode {name} as PNG")
+    return encoded.tobytes()
 
 
 def _read_batch(paths: list[Path], errors: dict[str, str]) -> list[DicomImage]:
@@ -131,8 +146,10 @@ def _csv_line(*values: str) -> str:
 
 def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, batch_size: int = 4,
                   rle_fmt: str = "relative", overlays: Path | None = None, probs: Path | None = None,
-                  progress: bool = True) -> PredictSummary:
-    """Predict every file in ``paths`` and write the submission CSV ``out`` (one row per image)."""
+                  dicom_seg: Path | None = None, progress: bool = True) -> PredictSummary:
+    """Predict every file in ``paths`` and write the submission CSV ``out`` (one row per image).
+
+    With ``dicom_seg``, each positive image also gets a DICOM SEG ``<dicom_seg>/<ImageId>.dcm``."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(out)
@@ -145,7 +162,7 @@ def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, b
             images = _read_batch(chunk, summary.errors)
             for image, pred in zip(images, pipeline.predict([im.pixels for im in images])):
                 rle = rle_encode(pred.mask, rle_fmt)
-                _save_extras(image, pred, overlays, probs)
+                _save_extras(image, pred, overlays, probs, dicom_seg)
                 fh.write(_csv_line(str(image.path), image.image_id, rle) + "\n")
                 done[str(image.path)] = (image.image_id, rle)
             fh.flush()
@@ -161,9 +178,30 @@ def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, b
     return summary
 
 
-def _save_extras(image: DicomImage, pred: Prediction, overlays: Path | None, probs: Path | None) -> None:
+def _save_extras(image: DicomImage, pred: Prediction, overlays: Path | None, probs: Path | None,
+                 dicom_seg: Path | None = None) -> None:
     name = safe_name(image.image_id)
     if overlays is not None:
         save_overlay(overlays / f"{name}.png", image, pred.mask, pred.probability)
     if probs is not None and pred.seg_prob is not None:
         save_probability_map(probs / f"{name}.png", pred.seg_prob)
+    if dicom_seg is not None and pred.positive:
+        save_dicom_seg(dicom_seg / f"{name}.dcm", image, pred.mask)
+
+
+def save_dicom_seg(path: Path, image: DicomImage, mask_1024: np.ndarray) -> bool:
+    """Write the prediction as a DICOM SEG on ``image``; False (nothing written) when the mask,
+    taken to the image's own size, marks no pixel (a speck lost by downsizing), or when the
+    source header cannot carry a SEG (logged as a warning: one bad header does not stop a run)."""
+    from pneumoseg.infer.dicom_seg import build_dicom_seg, mask_at_source_size, write_dicom_seg
+
+    mask = mask_at_source_size(mask_1024, image.shape)
+    if not mask.any():
+        return False
+    try:
+        seg = build_dicom_seg(image, mask)
+    except Exception as exc:  # highdicom raises assorted errors on headers it cannot use
+        logger.warning("%s: no DICOM SEG written: %s", image.path, " ".join(str(exc).split()) or type(exc).__name__)
+        return False
+    write_dicom_seg(path, seg)
+    return True

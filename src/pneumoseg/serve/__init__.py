@@ -1,0 +1,1 @@
+"""Web viewer: ``pneumoseg serve`` (needs the ``serve`` extra: fastapi, uvicorn, python-multipart)."""

@@ -1,0 +1,142 @@
+// pneumoseg viewer: upload a DICOM, show the outlined X-ray and the numbers. No dependencies.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  viewer: $("viewer"), drop: $("drop"), file: $("file"), figure: $("figure"), overlay: $("overlay"),
+  overlayLink: $("overlay-link"), busy: $("busy"), busyText: $("busy-text"), error: $("error"),
+  intro: $("intro"), result: $("result"), verdict: $("verdict"), legend: $("legend"), probability: $("probability"),
+  meterFill: $("meter-fill"), area: $("area"), areaDetail: $("area-detail"), imageId: $("image-id"),
+  dlOverlay: $("dl-overlay"), dlSeg: $("dl-seg"), segNote: $("seg-note"), rle: $("rle"), another: $("another"),
+};
+let maxUploadMb = null;
+
+fetch("/health").then((r) => (r.ok ? r.json() : null)).then((h) => { if (h) maxUploadMb = h.max_upload_mb; })
+  .catch(() => {});
+
+function showError(title, message) {
+  els.error.replaceChildren();
+  const strong = document.createElement("strong");
+  strong.textContent = title;
+  els.error.append(strong, document.createTextNode(message || ""));
+  els.error.hidden = false;
+}
+
+function setBusy(text) {
+  els.busy.hidden = !text;
+  if (text) els.busyText.textContent = text;
+}
+
+async function errorMessage(response) {
+  // FastAPI answers {"detail": "..."}; anything else (a proxy's page) gets a generic line.
+  try {
+    const body = await response.json();
+    if (typeof body.detail === "string") return body.detail;
+    if (Array.isArray(body.detail)) return body.detail.map((d) => d.msg || String(d)).join("; ");
+  } catch (_) { /* not JSON */ }
+  if (response.status === 413) return "The file is larger than this server accepts.";
+  return `The server answered ${response.status} ${response.statusText}.`;
+}
+
+function formatArea(result) {
+  if (!result.area_px) return ["none", "nothing outlined"];
+  const px = `${result.area_px.toLocaleString()} px`;
+  if (result.area_mm2 === null) return [px, "(no Pixel Spacing in the file, so no size in mm²)"];
+  const cm2 = result.area_mm2 / 100;
+  return [`${cm2.toFixed(cm2 < 10 ? 1 : 0)} cm²`, `(${Math.round(result.area_mm2).toLocaleString()} mm², ${px})`];
+}
+
+function showResult(result) {
+  const id = encodeURIComponent(result.image_id);
+  els.verdict.textContent = result.positive ? "Pneumothorax outlined" : "No pneumothorax found";
+  els.verdict.className = "verdict " + (result.positive ? "positive" : "negative");
+  els.legend.hidden = !result.area_px;
+
+  if (result.probability === null) {
+    els.probability.textContent = "n/a";
+    els.meterFill.style.width = "0";
+  } else {
+    const pct = result.probability * 100;
+    els.probability.textContent = `${pct < 1 ? pct.toFixed(1) : Math.round(pct)}%`;
+    els.meterFill.style.width = `${pct}%`;
+    els.meterFill.style.background = result.positive ? "var(--red)" : "var(--accent)";
+  }
+  const [area, detail] = formatArea(result);
+  els.area.textContent = area;
+  els.areaDetail.textContent = detail;
+  els.imageId.textContent = result.image_id;
+  els.rle.textContent = result.rle;
+
+  els.dlOverlay.href = `/api/overlay/${id}.png`;
+  els.dlOverlay.download = `${result.image_id}-overlay.png`;
+  const hasSeg = result.area_px > 0;
+  els.dlSeg.hidden = !hasSeg;
+  els.segNote.hidden = hasSeg;
+  if (hasSeg) {
+    els.dlSeg.href = `/api/seg/${id}.dcm`;
+    els.dlSeg.download = `${result.image_id}-seg.dcm`;
+  }
+  els.intro.hidden = true;
+  els.result.hidden = false;
+  els.another.hidden = false;
+}
+
+function loadOverlay(url) {
+  return new Promise((resolve, reject) => {
+    els.overlay.onload = () => resolve();
+    els.overlay.onerror = () => reject(new Error("The outlined image could not be loaded. Upload the file again."));
+    els.overlay.src = url;
+  });
+}
+
+async function analyse(file) {
+  els.error.hidden = true;
+  if (!file) return;
+  if (maxUploadMb !== null && file.size > maxUploadMb * 1024 * 1024) {
+    showError("File too large. ", `${file.name} is ${(file.size / 1048576).toFixed(1)} MB; this server accepts up to ${maxUploadMb} MB.`);
+    return;
+  }
+  setBusy(`Analysing ${file.name}…`);
+  try {
+    const form = new FormData();
+    form.append("file", file);
+    let response;
+    try {
+      response = await fetch("/api/predict", { method: "POST", body: form });
+    } catch (_) {
+      throw Object.assign(new Error("Could not reach the server. Is `pneumoseg serve` still running?"), { title: "No connection. " });
+    }
+    if (!response.ok) {
+      throw Object.assign(new Error(await errorMessage(response)), { title: `Could not analyse ${file.name}. ` });
+    }
+    const result = await response.json();
+    setBusy("Drawing…");
+    const url = `/api/overlay/${encodeURIComponent(result.image_id)}.png`;
+    await loadOverlay(url);
+    els.overlayLink.href = url;
+    els.drop.hidden = true;
+    els.figure.hidden = false;
+    showResult(result);
+  } catch (err) {
+    showError(err.title || "Something went wrong. ", err.message);
+  } finally {
+    setBusy(null);
+    els.file.value = "";  // choosing the same file again still triggers "change"
+  }
+}
+
+els.file.addEventListener("change", () => analyse(els.file.files[0]));
+els.another.addEventListener("click", () => els.file.click());
+
+// Drop anywhere on the page, not just on the target.
+let dragDepth = 0;
+document.addEventListener("dragenter", (e) => { e.preventDefault(); dragDepth += 1; els.viewer.classList.add("dragging"); });
+document.addEventListener("dragleave", () => { dragDepth = Math.max(0, dragDepth - 1); if (!dragDepth) els.viewer.classList.remove("dragging"); });
+document.addEventListener("dragover", (e) => e.preventDefault());
+document.addEventListener("drop", (e) => {
+  e.preventDefault();
+  dragDepth = 0;
+  els.viewer.classList.remove("dragging");
+  const files = e.dataTransfer && e.dataTransfer.files;
+  if (files && files.length) analyse(files[0]);
+});
