@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-all bench lint venv clean chromium
+.PHONY: demo test test-all venv clean chromium
 
 venv: $(STAMP)
 
@@ -32,9 +32,6 @@ test-all: $(STAMP) chromium
 # The browser tests (tests/serve/test_browser.py) drive Debian's chromium; CI runs as root.
 chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
-
-bench: $(STAMP)
-	$(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
