@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gzip
 import os
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from pneumoseg.data.rle import (
     run_pixels,
 )
 from pneumoseg.errors import LabelFileError
+from pneumoseg.io import atomic_path
 
 HEADER_FIRST_FIELD = "imageid"
 
@@ -130,17 +130,13 @@ def write_label_csv(
     that then replaces ``path``. ``header=None`` writes no header line.
     """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with _open_text(temporary, "x", compressed=path.suffix == ".gz") as stream:
+    with atomic_path(path) as temporary:
+        with _open_text(temporary, "w", compressed=path.suffix == ".gz") as stream:
             if header is not None:
                 stream.write(header + "\n")
             csv.writer(stream, lineterminator="\n").writerows(
                 _checked_row(row) for row in rows
             )
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _checked_row(row: tuple[str, str]) -> tuple[str, str]:

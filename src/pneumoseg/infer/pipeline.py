@@ -6,6 +6,7 @@ ONNX Runtime back-ends are interchangeable.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,8 +103,6 @@ def load_postprocess(seg_run: Path, fallback: PostprocessConfig) -> PostprocessC
     path = Path(seg_run) / "postprocess.json"
     if not path.is_file():
         return fallback
-    import json
-
     chosen = json.loads(path.read_text())
     return fallback.model_copy(update={k: v for k, v in chosen.get("params", {}).items() if k in type(fallback).model_fields})
 

@@ -8,6 +8,7 @@ read are listed in ``errors.csv`` beside the output; the final CSV is written at
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from collections.abc import Iterator
@@ -137,8 +138,6 @@ def _write_errors(out: Path, errors: dict[str, str]) -> None:
 
 
 def _csv_line(*values: str) -> str:
-    import io
-
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(values)
     return buffer.getvalue()
