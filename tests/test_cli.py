@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from pneumoseg.cli import app
@@ -61,3 +62,42 @@ def test_config_error_is_one_line(tmp_path):
                      "--out", str(tmp_path / "run"), "--set", "classifier.bogus=1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "classifier.bogus" in result.stderr
+
+
+def _one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(("rle", "reason"), [
+    ("5 ten", "non-integer RLE token 'ten'"),
+    ("5 -2", "length -2"),
+])  # every kind of malformed RLE: tests/data/test_rle.py and test_labels.py; here, the command line
+def test_malformed_rle_in_evaluate_names_file_and_row(tmp_path, rle, reason):
+    truth = tmp_path / "truth.csv"
+    truth.write_text(f"ImageId,EncodedPixels\n1.2.3,-1\n1.2.4,-1\n1.2.5,{rle}\n")
+    _one_line_error(run_cli("evaluate", "--pred", str(truth), "--truth", str(truth)), "truth.csv", "line 4",
+                    "ImageId 1.2.5", reason)
+
+
+def test_train_on_a_labels_file_with_a_bad_row_is_a_one_line_error(sample_dir, tmp_path, monkeypatch, capsys):
+    """In-process through ``main()`` (what the console script runs): a subprocess would import torch."""
+    from tests.train.test_cli import assert_one_line_error, run_main
+
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"\xef\xbb\xbf" + b"1.2.3,-1\n1.2.4, 5 x\n")  # BOM, no header, a text token in row 2
+    code, _, err = run_main(monkeypatch, capsys, "train", "cls", "--images", str(sample_dir / "dicom"),
+                            "--labels", str(labels), "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "labels.csv", "line 2", "'x'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_data_on_an_empty_folder_says_so_and_fails(tmp_path):
+    result = run_cli("check-data", "--images", str(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"No .dcm files found under {tmp_path}." in result.stdout

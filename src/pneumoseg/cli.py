@@ -161,15 +161,19 @@ def predict(
     The classifier gates; only positives are segmented; the mask is thresholded, small
     components are removed and the 1024x1024 mask is run-length encoded. Post-processing
     values come from the segmenter run's postprocess.json (written by `pneumoseg tune`)
-    unless given here. Exit status 1 when some files could not be read (see errors.csv)."""
+    unless given here. Exit status: 0 all images predicted; 1 some files could not be read (listed
+    in errors.csv beside OUT; every readable image still has its row); 2 bad input (one-line error).
+    A killed run rerun with the same --out resumes from OUT.partial."""
     from pneumoseg.data.index import find_dicoms
     from pneumoseg.infer.predict import predict_files
 
+    paths = [p for root in images for p in find_dicoms(root)]
+    if not paths:
+        raise PneumosegError(f"no .dcm files found under {', '.join(str(root) for root in images)}")
     pipeline = _build_pipeline(backend, cls, seg, onnx, seg_only=seg_only, checkpoint=checkpoint, tta=_tta(tta),
                                device=device)
     updates = {"rule": rule, "cls_threshold": cls_threshold, "pixel_threshold": pixel_threshold, "min_area": min_area}
     pipeline.post = pipeline.post.model_copy(update={k: v for k, v in updates.items() if v is not None})
-    paths = [p for root in images for p in find_dicoms(root)]
     summary = predict_files(pipeline, paths, out, batch_size=batch_size, rle_fmt=rle, overlays=overlays, probs=probs,
                             dicom_seg=dicom_seg)
     typer.echo(summary.render())

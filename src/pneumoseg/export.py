@@ -124,7 +124,7 @@ def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[
     import torch
 
     from pneumoseg.models.trained import checkpoint_path
-    from pneumoseg.train.checkpoint import sha256_of
+    from pneumoseg.train.checkpoint import read_metadata, sha256_of
 
     model = trained.model.float().cpu().eval()
     size = trained.image_size
@@ -156,8 +156,8 @@ def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[
     atomic_save(path, save)
     weights = checkpoint_path(trained.run_dir, trained.checkpoint)
     try:
-        source_meta = json.loads(weights.with_suffix(".json").read_text())
-    except (OSError, json.JSONDecodeError):
+        source_meta = read_metadata(weights) or json.loads(weights.with_suffix(".json").read_text())
+    except (OSError, json.JSONDecodeError, PneumosegError):
         source_meta = {}
     stage = trained.config.classifier if trained.kind == "classifier" else trained.config.segmenter
     arch = stage.arch if trained.kind == "classifier" else f"{stage.arch}/{stage.encoder}"
@@ -181,7 +181,7 @@ def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[
             "run": str(Path(trained.run_dir).resolve()),
             "checkpoint": trained.checkpoint,
             "weights": weights.name,
-            "weights_sha256": source_meta.get("sha256"),
+            "weights_sha256": sha256_of(weights),
             "epoch": source_meta.get("epoch"),
         },
         **extra,

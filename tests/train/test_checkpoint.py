@@ -8,7 +8,8 @@ from importlib import metadata
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pneumoseg.config import load_config
@@ -65,18 +66,46 @@ def test_a_tampered_weights_file_is_refused(tmp_path):
         load_model_state(nn.Linear(3, 2), path)
 
 
-def test_truncated_or_unpaired_checkpoints_are_refused(tmp_path):
+def test_truncated_checkpoints_are_refused(tmp_path):
     path = tmp_path / "model.safetensors"
     save_model(path, nn.Linear(3, 2), {"epoch": 1})
     path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(PneumosegError, match="truncated"):
+        load_tensors(path)
+    path.write_bytes(b"")
+    with pytest.raises(PneumosegError, match="truncated or damaged"):
+        load_tensors(path)
+
+
+def test_the_file_alone_is_the_checkpoint_the_sidecar_is_for_people(tmp_path):
+    """Metadata and checksum live in the safetensors header: a missing or stale sidecar (a
+    process killed between the two renames) does not matter."""
+    path = tmp_path / "model.safetensors"
+    model = nn.Linear(3, 2)
+    save_model(path, model, {"epoch": 2})
+    with safe_open(str(path), "pt") as fh:
+        assert json.loads(fh.metadata()["pneumoseg"])["epoch"] == 2
+    (tmp_path / "model.json").unlink()
+    assert load_tensors(path)[1]["epoch"] == 2
+    (tmp_path / "model.json").write_text("{not json")
+    assert load_model_state(nn.Linear(3, 2), path)["epoch"] == 2
+
+
+def test_an_older_checkpoint_is_checked_against_its_sidecar(tmp_path):
+    """Files saved before the metadata moved into the header: the sidecar's SHA-256 still guards them."""
+    path = tmp_path / "model.safetensors"
+    save_file(nn.Linear(3, 2).state_dict(), str(path))
+    sidecar = tmp_path / "model.json"
+    sidecar.write_text(json.dumps({"epoch": 1, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
+    assert load_tensors(path)[1]["epoch"] == 1
+    flip_byte(path, 2)
     with pytest.raises(PneumosegError, match="checksum"):
         load_tensors(path)
-    (tmp_path / "model.json").unlink()
-    with pytest.raises(PneumosegError, match="model.json"):
-        load_tensors(path)
-    save_model(path, nn.Linear(3, 2), {"epoch": 1})
-    (tmp_path / "model.json").write_text("{not json")
+    sidecar.write_text("{not json")
     with pytest.raises(PneumosegError, match="metadata"):
+        load_tensors(path)
+    sidecar.unlink()
+    with pytest.raises(PneumosegError, match="model.json"):
         load_tensors(path)
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from pneumoseg.errors import PneumosegError
-from pneumoseg.train import stages
+from pneumoseg.train import checkpoint, stages
 from pneumoseg.train.checkpoint import load_tensors, sha256_of
 from pneumoseg.train.loop import STATE_FILE
 from tests.helpers import TINY_OVERRIDES
@@ -87,6 +87,33 @@ def test_segmenter_resume_inside_the_swa_window_equals_an_uninterrupted_run(seg_
     assert int(resumed.trainer.swa_model.n_averaged) == 2
     assert_same_run(seg_run.out, resumed.out, ("best.safetensors", STATE_FILE, "swa.safetensors"))
     assert [r["epoch"] for r in resumed.result.history] == [1, 2, 3, "swa"]
+
+
+def test_a_kill_between_the_state_file_and_its_sidecar_still_resumes(tiny_data, tiny_config, tmp_path, monkeypatch):
+    """Killed after ``last-state.safetensors`` (epoch 2) was renamed into place but before
+    ``last-state.json`` was: the sidecar on disk is epoch 1's. The state file carries its own
+    metadata and checksum, so --resume continues after epoch 2 and ends like an uninterrupted run."""
+    config = tiny_config("classifier.epochs=3")
+    full = recorded_fit(monkeypatch, stages.train_classifier, tiny_data.images, tiny_data.labels, config,
+                        tmp_path / "full")
+    write_json = checkpoint.atomic_write_json
+
+    def killed_before_state_sidecar(path, obj):
+        if Path(path).name == "last-state.json" and obj.get("epoch") == 2:
+            raise Interrupted(2)
+        write_json(path, obj)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_json", killed_before_state_sidecar)
+    out = tmp_path / "killed"
+    with pytest.raises(Interrupted):
+        recorded_fit(monkeypatch, stages.train_classifier, tiny_data.images, tiny_data.labels, config, out)
+    monkeypatch.setattr(checkpoint, "atomic_write_json", write_json)
+    assert json.loads((out / "last-state.json").read_text())["epoch"] == 1  # the stale sidecar
+    assert json.loads((out / "last-state.json").read_text())["sha256"] != sha256_of(out / STATE_FILE)
+    resumed = recorded_fit(monkeypatch, stages.train_classifier, tiny_data.images, tiny_data.labels, config, out,
+                           resume=True)
+    assert resumed.trainer.start_epoch == 3
+    assert_same_run(full.out, out, ("best.safetensors", STATE_FILE))
 
 
 def test_resume_without_saved_state_starts_from_epoch_one(tiny_config, tmp_path):

@@ -12,7 +12,7 @@ from pneumoseg.config import Config
 from pneumoseg.errors import PneumosegError
 from pneumoseg.models.classifier import build_classifier
 from pneumoseg.models.segmenter import build_segmenter
-from pneumoseg.train.checkpoint import load_model_state
+from pneumoseg.train.checkpoint import load_model_state, read_metadata
 
 
 @dataclass
@@ -45,11 +45,14 @@ def checkpoint_path(run_dir: Path, which: str = "auto") -> Path:
 def load_trained(run_dir: Path, which: str = "auto", *, expect: str | None = None) -> TrainedModel:
     """Build the model described by the checkpoint's config and load its verified weights."""
     path = checkpoint_path(run_dir, which)
+    meta = read_metadata(path)  # embedded in the file; older runs: the JSON sidecar
+    source = path if meta is not None else path.with_suffix(".json")
     try:
-        meta = json.loads(path.with_suffix(".json").read_text())
+        if meta is None:
+            meta = json.loads(source.read_text())
         kind, config = meta["kind"], Config.model_validate(meta["config"])
-    except (OSError, json.JSONDecodeError, KeyError, ValueError) as exc:
-        raise PneumosegError(f"{path.with_suffix('.json')}: unreadable checkpoint metadata ({exc})") from None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise PneumosegError(f"{source}: unreadable checkpoint metadata ({exc})") from None
     if expect and kind != expect:
         raise PneumosegError(f"{run_dir} holds a {kind}, expected a {expect}")
     model = build_classifier(config.classifier) if kind == "classifier" else build_segmenter(config.segmenter)

@@ -1,10 +1,14 @@
-"""Checkpoints without pickle: tensors in safetensors, everything else in a JSON beside them.
+"""Checkpoints without pickle: tensors in safetensors, their metadata inside the same file.
 
-``<name>.safetensors`` holds a model's weights; ``<name>.json`` holds the config, epoch,
-metrics, package versions and the SHA-256 of the weights, which is checked on load so that a
-truncated or altered file is refused. Training state for ``--resume`` (optimizer, scheduler,
-SWA model, RNG) is flattened into ``last-state.safetensors`` + ``last-state.json`` the same way.
-All writes are atomic.
+``<name>.safetensors`` holds a model's weights and, in the safetensors header (key
+``pneumoseg``), a JSON with the config, epoch, metrics, package versions and a SHA-256 of the
+tensors, which is checked on load so that a truncated or altered file is refused. Because the
+metadata travels inside the one file, which is written atomically (temp + rename), a process
+killed at any moment leaves either the old checkpoint or the new one, never a mismatched pair.
+``<name>.json`` beside it repeats the metadata (plus the file's SHA-256) for people and tools;
+loading does not need it. Files from before this layout (no header metadata) are still read,
+checked against their sidecar. Training state for ``--resume`` (optimizer, scheduler, SWA
+model, RNG) is flattened into ``last-state.safetensors`` the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -46,20 +50,76 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+META_KEY = "pneumoseg"  # the safetensors header key holding the JSON metadata
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes (in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write ``path`` (.safetensors) and its JSON sidecar (``meta`` + checksum), both atomically."""
+    """Write ``path`` (.safetensors, ``meta`` + tensor checksum in its header) atomically, then
+    the JSON sidecar for humans (``path`` alone is enough to load)."""
+    path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_save(path, lambda tmp: save_file(tensors, str(tmp)))
-    sidecar = {**meta, "weights": path.name, "sha256": sha256_of(path),
-               "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": package_versions()}
-    atomic_write_json(path.with_suffix(".json"), sidecar)
+    embedded = json.loads(json.dumps({
+        **meta, "tensors_sha256": tensor_digest(tensors),
+        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(),
+    }, default=str))
+    header = {META_KEY: json.dumps(embedded, separators=(",", ":"))}
+    atomic_save(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    atomic_write_json(path.with_suffix(".json"), {**embedded, "weights": path.name, "sha256": sha256_of(path)})
+
+
+def read_metadata(path: Path) -> dict[str, Any] | None:
+    """The metadata embedded by :func:`save_tensors` (None for an older file without it);
+    reads only the header, refusing a file that is not a whole safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PneumosegError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), "pt") as fh:
+            header = fh.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise PneumosegError(f"{path}: truncated or damaged checkpoint ({exc})") from None
+    if META_KEY not in header:
+        return None
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError as exc:
+        raise PneumosegError(f"{path}: damaged checkpoint metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise PneumosegError(f"{path}: damaged checkpoint metadata (not a JSON object)")
+    return meta
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a pair written by :func:`save_tensors`, refusing files whose checksum differs."""
+    """Read a file written by :func:`save_tensors`, refusing files whose checksum differs."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta is None:
+        return _load_with_sidecar(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise PneumosegError(f"{path}: unreadable checkpoint ({exc})") from None
+    if meta.get("tensors_sha256") != tensor_digest(tensors):
+        raise PneumosegError(f"{path}: checksum of the tensors does not match the one saved with them; "
+                             "the file is truncated or was altered")
+    return tensors, meta
+
+
+def _load_with_sidecar(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An older checkpoint: plain safetensors + JSON sidecar holding the file's SHA-256."""
     sidecar_path = path.with_suffix(".json")
-    if not path.is_file() or not sidecar_path.is_file():
-        raise PneumosegError(f"{path}: checkpoint not found (needs both {path.name} and {sidecar_path.name})")
+    if not sidecar_path.is_file():
+        raise PneumosegError(f"{path}: checkpoint metadata not found (no header metadata and no {sidecar_path.name})")
     try:
         meta = json.loads(sidecar_path.read_text())
     except json.JSONDecodeError as exc:
