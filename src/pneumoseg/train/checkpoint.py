@@ -104,7 +104,8 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     path = Path(path)
     meta = read_metadata(path)
     if meta is None:
-        return _load_with_sidecar(path)
+        raise PneumosegError(f"{path}: not a pneumoseg checkpoint (no metadata in its header); "
+                             "use --pretrained for foreign weight files")
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
@@ -113,23 +114,6 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise PneumosegError(f"{path}: checksum of the tensors does not match the one saved with them; "
                              "the file is truncated or was altered")
     return tensors, meta
-
-
-def _load_with_sidecar(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An older checkpoint: plain safetensors + JSON sidecar holding the file's SHA-256."""
-    sidecar_path = path.with_suffix(".json")
-    if not sidecar_path.is_file():
-        raise PneumosegError(f"{path}: checkpoint metadata not found (no header metadata and no {sidecar_path.name})")
-    try:
-        meta = json.loads(sidecar_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PneumosegError(f"{sidecar_path}: damaged checkpoint metadata ({exc})") from None
-    if meta.get("sha256") != sha256_of(path):
-        raise PneumosegError(f"{path}: checksum does not match {sidecar_path.name}; the file is truncated or was altered")
-    try:
-        return load_file(str(path)), meta
-    except (SafetensorError, OSError) as exc:
-        raise PneumosegError(f"{path}: unreadable checkpoint ({exc})") from None
 
 
 def save_model(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
