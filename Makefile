@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-all venv clean chromium
+.PHONY: demo test test-all bench venv clean chromium
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ test: $(STAMP) chromium
 
 test-all: $(STAMP) chromium
 	$(PY) -m pytest -q -m "slow or not slow"
+
+# Speed benchmarks (not part of `make test`): writes benchmarks/results.json and RESULTS.md (~5 min on 2 cores).
+bench: $(STAMP)
+	$(PY) -m benchmarks
 
 # The browser tests (tests/serve/test_browser.py) drive Debian's chromium; CI runs as root.
 chromium:
