@@ -27,11 +27,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def torch_forward(model: torch.nn.Module, device: torch.device | str = "cpu") -> Forward:
-    model = model.to(device).eval()
+    """Run ``model`` in channels_last layout, which oneDNN and cuDNN prefer (1.3–2× faster on a
+    2-core CPU; see benchmarks/RESULTS.md)."""
+    model = model.to(device, memory_format=torch.channels_last).eval()
 
     @torch.inference_mode()
     def forward(x: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+        batch = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
+        return model(batch).float().cpu().numpy()
 
     return forward
 
