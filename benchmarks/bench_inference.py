@@ -7,7 +7,6 @@ same settings as ``pneumoseg export-onnx`` and opened with :func:`pneumoseg.expo
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,8 @@ POSITIVE_RATE = 0.23  # SIIM train-rle-full: 2,669 of 12,047 images positive (22
 
 
 def export_model(model: torch.nn.Module, path: Path, kind: str, size: int) -> Path:
-    """``torch.onnx.export`` exactly as :func:`pneumoseg.export._export_model` calls it (dynamic N, H, W)."""
-    spatial = {0: "batch", 2: "height", 3: "width"}
-    dynamic_axes = {export.INPUT_NAME: spatial,
-                    export.OUTPUT_NAME: {0: "batch"} if kind == "classifier" else spatial}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(2, 3, size, size),), str(path), dynamo=False, opset_version=17,
-                          input_names=[export.INPUT_NAME], output_names=[export.OUTPUT_NAME],
-                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+    """Export as ``pneumoseg export-onnx`` does (dynamic N, H, W), without a trained run folder."""
+    export.torch_to_onnx(model, path, kind, size)
     return path
 
 

@@ -119,31 +119,40 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def torch_to_onnx(model, path: Path, kind: str, size: int, opset: int = 17) -> None:
+    """``torch.onnx.export`` with dynamic batch, height and width (``kind``: classifier or segmenter).
+
+    Traced at batch 2 so nothing specialises on a batch of one; the TorchScript exporter is used
+    because the dynamo one needs onnxscript.
+    """
+    import torch
+
+    spatial = {0: "batch", 2: "height", 3: "width"}
+    dynamic_axes = {INPUT_NAME: spatial, OUTPUT_NAME: {0: "batch"} if kind == "classifier" else spatial}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(2, 3, size, size),), str(path), dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
+                          do_constant_folding=True)
+
+
 def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[str, Any]:
     import onnx
-    import torch
 
     from pneumoseg.models.trained import checkpoint_path
     from pneumoseg.train.checkpoint import read_metadata, sha256_of
 
     model = trained.model.float().cpu().eval()
     size = trained.image_size
-    spatial = {0: "batch", 2: "height", 3: "width"}
-    dynamic_axes = {INPUT_NAME: spatial, OUTPUT_NAME: {0: "batch"} if trained.kind == "classifier" else spatial}
-    example = torch.zeros(2, 3, size, size)  # traced at batch 2 so nothing specialises on a batch of one
     extra: dict[str, Any] = {}
 
     def save(tmp: Path) -> None:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            try:
-                torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
-                                  do_constant_folding=True)
-            except Exception as exc:  # the exporter raises many types; name the model and stop
-                raise PneumosegError(f"{trained.run_dir}: ONNX export of the {trained.kind} failed "
-                                     f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        try:
+            torch_to_onnx(model, tmp, trained.kind, size, opset)
+        except Exception as exc:  # the exporter raises many types; name the model and stop
+            raise PneumosegError(f"{trained.run_dir}: ONNX export of the {trained.kind} failed "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
         try:
             onnx.checker.check_model(str(tmp))
         except onnx.checker.ValidationError as exc:
