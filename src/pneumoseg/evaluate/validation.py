@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -23,7 +22,7 @@ from pneumoseg.data.preprocess import resize_mask, resize_to_uint8
 from pneumoseg.evaluate.metrics import dice_scores
 from pneumoseg.infer.pipeline import ModelRunner
 from pneumoseg.config import PostprocessConfig
-from pneumoseg.infer.postprocess import postprocess, resize_prob, scaled_min_area
+from pneumoseg.infer.postprocess import component_areas, postprocess, resize_prob, scaled_min_area
 
 MAX_EVAL_SIZE = 512
 
@@ -69,12 +68,6 @@ def collect_validation_outputs(samples: list[Sample], segmenter: ModelRunner, cl
         if cls_prob is not None:
             cls_prob[start:start + len(chunk)] = classifier.probabilities(pixels)
     return ValidationOutputs([s.image_id for s in samples], images, truth, seg_prob, cls_prob)
-
-
-def component_areas(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Label image and per-label pixel counts (label 0 is background) of an 8-connected mask."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    return labels, stats[:, cv2.CC_STAT_AREA]
 
 
 def threshold_dice_grid(out: ValidationOutputs, pixel_thresholds: list[float], min_areas: list[float]) -> np.ndarray:

@@ -22,13 +22,19 @@ def scaled_min_area(min_area: float, shape: tuple[int, int]) -> int:
     return math.ceil(min_area * shape[0] * shape[1] / REFERENCE_SIZE**2 - 1e-9)
 
 
+def component_areas(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label image and per-label pixel counts (label 0 is background) of an 8-connected mask."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return labels, stats[:, cv2.CC_STAT_AREA]
+
+
 def remove_small_components(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     """Keep the 8-connected components of ``mask`` with at least ``min_pixels`` pixels."""
     if min_pixels <= 1 or not mask.any():
         return mask.astype(bool)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    keep = np.zeros(n, dtype=bool)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_pixels
+    labels, areas = component_areas(mask)
+    keep = areas >= min_pixels
+    keep[0] = False
     return keep[labels]
 
 
