@@ -302,6 +302,7 @@ class Trainer:
         if self.info.is_main:
             plot_curves(self.result.history, self.stage.select_metric, self.run_dir / "curves.png")
         distributed.barrier(self.info)
+        distributed.shutdown(self.info)
         return self.result
 
 
