@@ -1,0 +1,155 @@
+"""A whole synthetic dataset in the SIIM release layout."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pneumoseg.data.rle import EMPTY_RLE, rle_encode
+from pneumoseg.data.synth.dicom_writer import synth_uids, write_synth_dicom
+from pneumoseg.data.synth.pneumothorax import load_shape_bank
+from pneumoseg.data.synth.radiograph import synth_radiograph
+from pneumoseg.errors import PneumosegError
+from pneumoseg.io import atomic_write_text
+
+TWO_INSTANCE_RATE = 0.10  # share of positive images with two pneumothorax instances
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    """What ``generate_dataset`` wrote."""
+
+    out: Path
+    size: int
+    seed: int
+    n_train: int
+    n_test: int
+    n_positive_train: int
+    n_positive_test: int
+    n_instances_train: int
+    n_instances_test: int
+    train_csv: Path
+    test_csv: Path | None
+    seconds: float
+
+    def render(self) -> str:
+        """A short multi-line report for the command line."""
+        lines = [f"Synthetic dataset in {self.out} ({self.size}x{self.size}, seed {self.seed}, "
+                 f"{self.seconds:.1f} s)"]
+        for split, n, positive, instances, csv_path in (
+            ("train", self.n_train, self.n_positive_train, self.n_instances_train, self.train_csv),
+            ("test", self.n_test, self.n_positive_test, self.n_instances_test, self.test_csv),
+        ):
+            if n:
+                images = self.out / f"dicom-images-{split}"
+                lines.append(f"  {split}: {n} images, {positive} with pneumothorax "
+                             f"({instances} instances); images in {images}, labels in {csv_path}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _SplitResult:
+    n_images: int
+    n_positive: int
+    n_instances: int
+
+
+# Separate random streams per split, so adding test images changes no training image.
+SPLIT_STREAMS = {"train": 0, "test": 1}
+
+
+def _planned_instances(rng: np.random.Generator, n: int, positive_rate: float) -> np.ndarray:
+    """Instances per image: exactly round(n * positive_rate) positives, ~10% of them doubles."""
+    counts = np.zeros(n, np.int64)
+    positives = rng.permutation(n)[: round(n * positive_rate)]
+    counts[positives] = 1 + (rng.random(len(positives)) < TWO_INSTANCE_RATE)
+    return counts
+
+
+def _clear_previous(out: Path, overwrite: bool) -> None:
+    """Refuse to mix with an earlier dataset in ``out`` unless asked to replace it."""
+    previous = [out / name for split in SPLIT_STREAMS
+                for name in (f"dicom-images-{split}", f"{split}-rle.csv")]
+    found = [p for p in previous if p.exists()]
+    if found and not overwrite:
+        raise PneumosegError(
+            f"{out} already holds a dataset ({found[0].name}); pass overwrite=True to replace it"
+        )
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _generate_split(out: Path, split: str, n: int, first_patient: int, *, seed: int, size: int,
+                    positive_rate: float, progress: bool) -> _SplitResult:
+    folder = out / f"dicom-images-{split}"
+    stream = SPLIT_STREAMS[split]
+    plan = _planned_instances(np.random.default_rng([seed, stream]), n, positive_rate)
+    bank = load_shape_bank()
+    rows = ["ImageId, EncodedPixels"]  # stage-1 style: a space after each comma
+    n_positive = n_instances = 0
+    for index in tqdm(range(n), desc=f"synth {split}", disable=not progress, unit="img"):
+        rng = np.random.default_rng([seed, stream, index])
+        radiograph = synth_radiograph(rng, size, int(plan[index]), bank)
+        uids = synth_uids(seed, split, index)
+        write_synth_dicom(
+            folder / uids.study / uids.series / f"{uids.sop}.dcm", radiograph.image, uids,
+            patient_number=first_patient + index, view=radiograph.view,
+            pixel_spacing_mm=radiograph.pixel_spacing_mm, sex=str(rng.choice(["M", "F"])),
+            age=int(rng.integers(16, 90)),
+        )
+        rows += [f"{uids.sop}, {rle_encode(m, fmt='relative')}" for m in radiograph.instances]
+        if not radiograph.instances:
+            rows.append(f"{uids.sop}, {EMPTY_RLE}")
+        n_positive += radiograph.n_instances > 0
+        n_instances += radiograph.n_instances
+    atomic_write_text(out / f"{split}-rle.csv", "\n".join(rows) + "\n")
+    return _SplitResult(n, n_positive, n_instances)
+
+
+def generate_dataset(
+    out: Path,
+    n: int,
+    *,
+    test_n: int = 0,
+    seed: int = 0,
+    size: int = 1024,
+    positive_rate: float = 0.23,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> SynthSummary:
+    """Write a synthetic SIIM-layout dataset of ``n`` training (and ``test_n`` test) images.
+
+    Layout: ``out/dicom-images-train/<Study>/<Series>/<SOP>.dcm`` and ``out/train-rle.csv``
+    (stage-1 style: ``ImageId, EncodedPixels``, one row per pneumothorax instance, ``-1`` for
+    negatives); likewise ``dicom-images-test/`` and ``test-rle.csv`` when ``test_n > 0``.
+    Exactly ``round(n * positive_rate)`` training images are positive (likewise for test).
+    Deterministic: the same arguments give byte-identical files. An earlier dataset in ``out``
+    is an error unless ``overwrite`` (then it is deleted first).
+    """
+    if n < 1 or test_n < 0 or size < 64 or not 0.0 <= positive_rate <= 1.0:
+        raise PneumosegError(
+            f"invalid synthetic dataset request: n={n} (>= 1), test_n={test_n} (>= 0), "
+            f"size={size} (>= 64), positive_rate={positive_rate} (0..1)"
+        )
+    started = time.perf_counter()
+    out = Path(out)
+    _clear_previous(out, overwrite)
+    common = dict(seed=seed, size=size, positive_rate=positive_rate, progress=progress)
+    train = _generate_split(out, "train", n, 0, **common)
+    test = _generate_split(out, "test", test_n, n, **common) if test_n else _SplitResult(0, 0, 0)
+    return SynthSummary(
+        out=out, size=size, seed=seed,
+        n_train=train.n_images, n_test=test.n_images,
+        n_positive_train=train.n_positive, n_positive_test=test.n_positive,
+        n_instances_train=train.n_instances, n_instances_test=test.n_instances,
+        train_csv=out / "train-rle.csv", test_csv=out / "test-rle.csv" if test_n else None,
+        seconds=time.perf_counter() - started,
+    )

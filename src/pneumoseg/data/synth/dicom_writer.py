@@ -1,0 +1,92 @@
+"""Writing a synthetic film as a SIIM-like DICOM file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    JPEGBaseline8Bit,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
+
+from pneumoseg.errors import PneumosegError
+
+JPEG_QUALITY = 95
+
+
+@dataclass(frozen=True)
+class SynthUids:
+    study: str
+    series: str
+    sop: str
+
+
+def synth_uids(seed: int, split: str, index: int) -> SynthUids:
+    """Deterministic UIDs: the same (seed, split, index) always gives the same three UIDs."""
+    key = ["pneumoseg-synth", str(seed), split, str(index)]
+    levels = ("study", "series", "sop")
+    return SynthUids(*(generate_uid(entropy_srcs=[*key, level]) for level in levels))
+
+
+def write_synth_dicom(path: Path, image: np.ndarray, uids: SynthUids, *, patient_number: int,
+                      view: str, pixel_spacing_mm: float, sex: str, age: int) -> None:
+    """Write ``image`` (uint8, square) as a SIIM-like DICOM: CR, MONOCHROME2, 8-bit, JPEG Baseline.
+
+    Like the SIIM release: Secondary Capture SOP class with Modality CR, JPEG quality 95."""
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise PneumosegError(f"JPEG encoding failed for {path}")
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = uids.sop
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = uids.sop
+    ds.StudyDate = "19010101"
+    ds.StudyTime = "000000.00"
+    ds.AccessionNumber = ""
+    ds.Modality = "CR"
+    ds.ConversionType = "WSD"
+    ds.ReferringPhysicianName = ""
+    ds.SeriesDescription = f"view: {view}"
+    ds.PatientName = f"Synthetic^{patient_number:04d}"
+    ds.PatientID = f"synthetic-{patient_number:04d}"
+    ds.PatientBirthDate = ""
+    ds.PatientSex = sex
+    ds.PatientAge = f"{age:03d}Y"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = view
+    ds.StudyInstanceUID = uids.study
+    ds.SeriesInstanceUID = uids.series
+    ds.StudyID = ""
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.PatientOrientation = ""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = image.shape
+    ds.PixelSpacing = [f"{pixel_spacing_mm:.6g}", f"{pixel_spacing_mm:.6g}"]
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    ds.PixelData = encapsulate([jpeg.tobytes()])
+    ds["PixelData"].VR = "OB"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
