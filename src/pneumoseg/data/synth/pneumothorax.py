@@ -11,8 +11,13 @@ import cv2
 import numpy as np
 
 from pneumoseg.data.synth.anatomy import REAL_LUNG_BOXES, Anatomy
+from pneumoseg.data.synth.real_stats import REAL_STATS
 
 SHAPE_BANK_RESOURCE = "assets/shape_bank.npz"
+# Linear scale on the sampled shape box: clipping to the drawn lung and closing the gap to the
+# chest wall change the area; this keeps the generated quantiles on the real ones.
+AREA_COMPENSATION = 1.2
+PARTIAL_RATE = 0.3  # share of pneumothoraces of which one part fades out
 
 
 @dataclass(frozen=True)
@@ -62,14 +67,26 @@ def _map_box(box: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     )
 
 
+def sample_instance_area(rng: np.random.Generator) -> float:
+    """An instance area (fraction of the image) drawn from the real label file's distribution:
+    inverse CDF through its 5 % quantiles, interpolated in log area."""
+    table = np.log(np.asarray(REAL_STATS["instance_area_quantiles_px"], np.float64))
+    u = rng.uniform(0.0, 1.0) * (len(table) - 1)
+    k = min(int(u), len(table) - 2)
+    return float(np.exp(table[k] + (u - k) * (table[k + 1] - table[k]))) / 1024**2
+
+
 def _sample_shape(
-    rng: np.random.Generator, bank: ShapeBank, anatomy: Anatomy
+    rng: np.random.Generator, bank: ShapeBank, anatomy: Anatomy, target_area: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A bank shape and its box (unit coords) on the drawn lung: the real box, relative to the
-    real lung field of its side, mapped onto the drawn lung of that side (mirrored to the other
-    side half the time), jittered in position, enlarged by 0-30% (clipping to the drawn lung
-    takes back about as much) and kept over the lung's bounding box."""
-    i = int(rng.integers(len(bank)))
+    """A bank shape and its box (unit coords) on the drawn lung: one of the bank shapes nearest
+    in area to ``target_area`` (fraction of the image), its real box, relative to the real lung
+    field of its side, mapped onto the drawn lung of that side (mirrored to the other side half
+    the time), scaled to the target area (the bank holds no shape under 0.2 % of the image; most
+    real ones are a little larger than their bank neighbour anyway), jittered in position and
+    kept over the lung's bounding box."""
+    rank = int(np.searchsorted(bank.areas, target_area * bank.source_size**2))
+    i = int(np.clip(rank + rng.integers(-12, 13), 0, len(bank) - 1))
     box, shape = bank.boxes[i].copy(), bank.shape(i)
     if rng.random() < 0.5:
         box = np.array([1 - box[2], box[1], 1 - box[0], box[3]], np.float32)
@@ -77,7 +94,8 @@ def _sample_shape(
     side = int((box[0] + box[2]) / 2 > 0.5)
     lung_box = _outline_box(anatomy.lungs[side])
     box = _map_box(box, REAL_LUNG_BOXES[side], lung_box)
-    half = (box[2:] - box[:2]) / 2 * rng.uniform(1.0, 1.3)
+    scale = np.sqrt(target_area * bank.source_size**2 / float(bank.areas[i])) * AREA_COMPENSATION
+    half = (box[2:] - box[:2]) / 2 * scale
     half = np.minimum(half, (lung_box[2:] - lung_box[:2]) / 2)
     centre = (box[:2] + box[2:]) / 2 + rng.normal(0, 0.012, 2)
     centre = np.clip(centre, lung_box[:2] + half, lung_box[2:] - half)
@@ -142,8 +160,9 @@ def place_pneumothorax(
     free = lung_mask & (1 - near_taken)
     best: np.ndarray | None = None
     best_area = 0
+    target_area = sample_instance_area(rng)
     for _ in range(tries):
-        shape, box = _sample_shape(rng, bank, anatomy)
+        shape, box = _sample_shape(rng, bank, anatomy, target_area)
         x0, y0, x1, y1 = np.round(box * size).astype(int)
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
         if x1 - x0 < 2 or y1 - y0 < 2:
@@ -174,31 +193,64 @@ def _facing_lung(ring: np.ndarray, mask: np.ndarray, depth: np.ndarray, window: 
     return ring & (near > 0) & (depth > mask_depth)
 
 
+def sample_conspicuity(rng: np.random.Generator) -> float:
+    """How visible one pneumothorax is, 0 (barely) .. 1 (obvious); most are subtle."""
+    return float(rng.beta(1.5, 2.5))
+
+
+def _dashes(shape: tuple[int, int], keep: float, scale_px: float,
+            rng: np.random.Generator) -> np.ndarray:
+    """A smooth 0..1 field that is 1 on about ``keep`` of the area, in blobs ~``scale_px``
+    across: where a pleural line shows and where it breaks."""
+    lo = (max(2, round(shape[0] / scale_px)), max(2, round(shape[1] / scale_px)))
+    field = cv2.resize(rng.standard_normal(lo).astype(np.float32), (shape[1], shape[0]),
+                       interpolation=cv2.INTER_CUBIC)
+    threshold = float(np.quantile(field, 1.0 - keep))
+    return np.clip((field - threshold) * 2.0 + 0.5, 0.0, 1.0)
+
+
 def render_pneumothorax(density: np.ndarray, vessel_visibility: np.ndarray, air_deficit: np.ndarray,
                         mask: np.ndarray, lung_mask: np.ndarray, depth: np.ndarray,
-                        rng: np.random.Generator) -> None:
-    """Draw one pneumothorax into the full-resolution layers, in place: air (as dark as a
-    full-thickness lung and darker still, with no vessel markings), the thin bright visceral
-    pleural line along the border facing the lung, and a band of slightly denser collapsed lung
-    just inside that line."""
+                        rng: np.random.Generator) -> float:
+    """Draw one pneumothorax into the full-resolution layers, in place; returns its conspicuity.
+
+    The pleural space is filled with air, so it shows the full-thickness darkness the thin lung
+    edge lacked (a fraction of ``air_deficit``) and a little more: only slightly darker than
+    the aerated lung beside it. It has no vessel markings (always: that and the line are the
+    real cues). The visceral pleural line is a thin faint bright line along the border facing
+    the lung, broken in places; just inside it the collapsed lung is slightly denser. The
+    conspicuity (rim contrast, line strength and continuity) is drawn per case, and part of a
+    pneumothorax can fade out (``PARTIAL_RATE``)."""
     size = mask.shape[0]
+    conspicuity = sample_conspicuity(rng)
     roi = _roi(mask, margin=max(4, size // 25))
     m, lung, d = mask[roi], lung_mask[roi].astype(bool), depth[roi]
     soft = cv2.GaussianBlur(m.astype(np.float32), (0, 0), max(0.5, size / 900))
     vessel_visibility[roi] *= 1.0 - soft
-    # Conspicuity varies from subtle to obvious between cases.
-    darkening = rng.uniform(0.03, 0.06)
-    density[roi] -= (darkening + rng.uniform(0.55, 0.9) * air_deficit[roi]) * soft
+    visible = np.ones(m.shape, np.float32)
+    if rng.random() < PARTIAL_RATE:  # one end fades out (overlying ribs, soft tissue, apex)
+        angle = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:m.shape[0], 0:m.shape[1]].astype(np.float32)
+        ramp = np.cos(angle) * xx / m.shape[1] + np.sin(angle) * yy / m.shape[0]
+        ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
+        visible = np.clip(ramp * 1.6 - 0.2, rng.uniform(0.0, 0.3), 1.0)
+
+    darkening = 0.004 + 0.028 * conspicuity
+    fill = rng.uniform(0.15, 0.35) + 0.35 * conspicuity
+    density[roi] -= (darkening + fill * air_deficit[roi]) * soft * visible
 
     kernel = np.ones((3, 3), np.uint8)
-    line_px = max(1, round(size / 400))
+    line_px = max(1, round(size / 700))
     ring = (cv2.dilate(m, kernel, iterations=line_px) > m) & lung
     pleura = _facing_lung(ring, m, d, 2 * line_px + 5).astype(np.float32)
+    keep = 0.45 + 0.5 * conspicuity + rng.uniform(0.0, 0.1)
+    pleura *= _dashes(m.shape, min(keep, 1.0), max(4.0, size / 40), rng)
     pleura = cv2.GaussianBlur(pleura, (0, 0), max(0.5, size / 1400))
-    density[roi] += rng.uniform(0.09, 0.15) * pleura
+    density[roi] += (0.012 + 0.07 * conspicuity) * pleura * visible
 
     band_px = max(2, size // 60)
     band = (cv2.dilate(m, kernel, iterations=band_px) > m) & lung
     band = _facing_lung(band, m, d, 2 * band_px + 1).astype(np.float32)
-    density[roi] += 0.35 * darkening * cv2.GaussianBlur(band, (0, 0), max(1.0, size / 120))
-
+    band = cv2.GaussianBlur(band, (0, 0), max(1.0, size / 120))
+    density[roi] += (0.004 + 0.02 * conspicuity) * band * visible
+    return conspicuity
