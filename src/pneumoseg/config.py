@@ -109,10 +109,14 @@ class RuntimeConfig(_Section):
     device: str = "auto"
     """"auto" picks CUDA when present, else CPU."""
     amp: bool = True
-    """Mixed precision (CUDA only)."""
+    """bf16 autocast in training: on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX)."""
     channels_last: bool = True
-    """channels_last memory format (CUDA only)."""
+    """channels_last memory format in training (CUDA and CPU)."""
     threads: int | None = None
+    """Torch CPU threads; fixed in the demo preset so a rerun on the same machine repeats exactly."""
+    deterministic: bool = False
+    """Deterministic algorithms (torch.use_deterministic_algorithms) and no cuDNN autotuning:
+    on in the demo preset; off by default because some CUDA kernels are slower that way."""
 
 
 class Config(_Section):

@@ -11,12 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -28,6 +30,7 @@ from tqdm.auto import tqdm
 from pneumoseg.config import Config, StageConfig, save_config
 from pneumoseg.errors import PneumosegError
 from pneumoseg.io import atomic_write_text
+from pneumoseg.runtime import use_autocast
 from pneumoseg.train import distributed
 from pneumoseg.train.checkpoint import flatten_optimizer, load_tensors, save_model, save_tensors, unflatten_optimizer
 
@@ -75,7 +78,17 @@ def make_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int, wo
     # the first epoch, so ``set_epoch`` would never reach it and every epoch would repeat the
     # first epoch's augmentation.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
-                      persistent_workers=workers > 0 and not train)
+                      persistent_workers=workers > 0 and not train, worker_init_fn=seed_worker,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed NumPy and ``random`` in a loader worker from torch's per-worker seed (itself drawn
+    from the loader's seeded generator), so anything a transform draws outside its own seeded
+    RNG repeats too."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def _set_epoch(loader: DataLoader, epoch: int) -> None:
@@ -114,9 +127,8 @@ class Trainer:
                  *, progress: bool = True):
         self.stage, self.config, self.run_dir = stage, config, Path(run_dir)
         self.info, self.device = distributed.setup(config.runtime.device)
-        cuda = self.device.type == "cuda"
-        self.amp = config.runtime.amp and cuda
-        self.channels_last = config.runtime.channels_last and cuda
+        self.amp = use_autocast(config.runtime, self.device)
+        self.channels_last = config.runtime.channels_last
         self.progress = progress and self.info.is_main
         cfg = stage.cfg
         self.model = stage.model.to(self.device)

@@ -28,6 +28,7 @@ from pneumoseg.evaluate.metrics import SegmentationMetric, classification_metric
 from pneumoseg.io import atomic_write_json
 from pneumoseg.models import build_classifier, build_segmenter, load_pretrained
 from pneumoseg.models.segmenter import set_encoder_frozen
+from pneumoseg.runtime import configure_torch
 from pneumoseg.train import distributed
 from pneumoseg.train.loop import FitResult, Stage, Trainer
 from pneumoseg.train.losses import DiceBCELoss
@@ -142,8 +143,7 @@ def segmenter_samples(samples: list[Sample], negative_fraction: float, seed: int
 
 def _fit(stage: Stage, config: Config, split: SplitData, train: list[Sample], val: list[Sample], out: Path,
          *, resume: bool, progress: bool) -> FitResult:
-    if config.runtime.threads:
-        torch.set_num_threads(config.runtime.threads)
+    configure_torch(config.runtime)
     train_set, val_set = _datasets(config, stage.cfg, train, val, with_mask=stage.kind == "segmenter")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
