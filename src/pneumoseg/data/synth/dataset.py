@@ -11,12 +11,15 @@ import numpy as np
 from tqdm import tqdm
 
 from pneumoseg.data.rle import EMPTY_RLE, rle_encode
+from pneumoseg.data.synth.card import ImageRecord, render_card
 from pneumoseg.data.synth.dicom_writer import synth_uids, write_synth_dicom
 from pneumoseg.data.synth.pneumothorax import load_shape_bank
 from pneumoseg.data.synth.radiograph import synth_radiograph
 from pneumoseg.errors import PneumosegError
 from pneumoseg.io import atomic_write_text
 
+HIGH_BIT_DEPTH_RATE = 0.15  # share of training files written 12/16-bit MONOCHROME1 (test: none)
+CARD_NAME = "dataset-card.md"
 TWO_INSTANCE_RATE = 0.20  # share of positive images with two instances (real: 23 % with two or more)
 
 
@@ -36,6 +39,7 @@ class SynthSummary:
     train_csv: Path
     test_csv: Path | None
     seconds: float
+    card: Path | None = None
 
     def render(self) -> str:
         """A short multi-line report for the command line."""
@@ -49,6 +53,8 @@ class SynthSummary:
                 images = self.out / f"dicom-images-{split}"
                 lines.append(f"  {split}: {n} images, {positive} with pneumothorax "
                              f"({instances} instances); images in {images}, labels in {csv_path}")
+        if self.card is not None:
+            lines.append(f"  dataset card: {self.card}")
         return "\n".join(lines)
 
 
@@ -64,7 +70,8 @@ SPLIT_STREAMS = {"train": 0, "test": 1}
 
 
 def _planned_instances(rng: np.random.Generator, n: int, positive_rate: float) -> np.ndarray:
-    """Instances per image: exactly round(n * positive_rate) positives, ~10% of them doubles."""
+    """Instances per image: exactly round(n * positive_rate) positives, ``TWO_INSTANCE_RATE`` of
+    them doubles."""
     counts = np.zeros(n, np.int64)
     positives = rng.permutation(n)[: round(n * positive_rate)]
     counts[positives] = 1 + (rng.random(len(positives)) < TWO_INSTANCE_RATE)
@@ -74,7 +81,7 @@ def _planned_instances(rng: np.random.Generator, n: int, positive_rate: float) -
 def _clear_previous(out: Path, overwrite: bool) -> None:
     """Refuse to mix with an earlier dataset in ``out`` unless asked to replace it."""
     previous = [out / name for split in SPLIT_STREAMS
-                for name in (f"dicom-images-{split}", f"{split}-rle.csv")]
+                for name in (f"dicom-images-{split}", f"{split}-rle.csv")] + [out / CARD_NAME]
     found = [p for p in previous if p.exists()]
     if found and not overwrite:
         raise PneumosegError(
@@ -88,7 +95,8 @@ def _clear_previous(out: Path, overwrite: bool) -> None:
 
 
 def _generate_split(out: Path, split: str, n: int, first_patient: int, *, seed: int, size: int,
-                    positive_rate: float, progress: bool) -> _SplitResult:
+                    positive_rate: float, progress: bool,
+                    records: list[ImageRecord]) -> _SplitResult:
     folder = out / f"dicom-images-{split}"
     stream = SPLIT_STREAMS[split]
     plan = _planned_instances(np.random.default_rng([seed, stream]), n, positive_rate)
@@ -99,12 +107,18 @@ def _generate_split(out: Path, split: str, n: int, first_patient: int, *, seed: 
         rng = np.random.default_rng([seed, stream, index])
         radiograph = synth_radiograph(rng, size, int(plan[index]), bank)
         uids = synth_uids(seed, split, index)
+        sex, age = str(rng.choice(["M", "F"])), int(rng.integers(16, 90))
+        deep = split == "train" and rng.random() < HIGH_BIT_DEPTH_RATE
+        bits = int(rng.choice([12, 16])) if deep else 8
         write_synth_dicom(
-            folder / uids.study / uids.series / f"{uids.sop}.dcm", radiograph.image, uids,
+            folder / uids.study / uids.series / f"{uids.sop}.dcm",
+            radiograph.film if deep else radiograph.image, uids,
             patient_number=first_patient + index, view=radiograph.view,
-            pixel_spacing_mm=radiograph.pixel_spacing_mm, sex=str(rng.choice(["M", "F"])),
-            age=int(rng.integers(16, 90)),
+            pixel_spacing_mm=radiograph.pixel_spacing_mm, sex=sex, age=age, bits_stored=bits,
         )
+        records.append(ImageRecord(split, radiograph.n_instances,
+                                   float(radiograph.mask.sum()) * (1024 / size) ** 2,
+                                   radiograph.lookalikes, bits, radiograph.view))
         rows += [f"{uids.sop}, {rle_encode(m, fmt='relative')}" for m in radiograph.instances]
         if not radiograph.instances:
             rows.append(f"{uids.sop}, {EMPTY_RLE}")
@@ -142,14 +156,20 @@ def generate_dataset(
     started = time.perf_counter()
     out = Path(out)
     _clear_previous(out, overwrite)
-    common = dict(seed=seed, size=size, positive_rate=positive_rate, progress=progress)
+    records: list[ImageRecord] = []
+    common = dict(seed=seed, size=size, positive_rate=positive_rate, progress=progress,
+                  records=records)
     train = _generate_split(out, "train", n, 0, **common)
     test = _generate_split(out, "test", test_n, n, **common) if test_n else _SplitResult(0, 0, 0)
+    command = (f"pneumoseg synth OUT --n {n} --test-n {test_n} --seed {seed} --size {size} "
+               f"--positive-rate {positive_rate:g}")
+    atomic_write_text(out / CARD_NAME, render_card(records, seed=seed, size=size, command=command))
     return SynthSummary(
         out=out, size=size, seed=seed,
         n_train=train.n_images, n_test=test.n_images,
         n_positive_train=train.n_positive, n_positive_test=test.n_positive,
         n_instances_train=train.n_instances, n_instances_test=test.n_instances,
         train_csv=out / "train-rle.csv", test_csv=out / "test-rle.csv" if test_n else None,
+        card=out / CARD_NAME,
         seconds=time.perf_counter() - started,
     )

@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     SecondaryCaptureImageStorage,
     generate_uid,
@@ -36,18 +37,27 @@ def synth_uids(seed: int, split: str, index: int) -> SynthUids:
 
 
 def write_synth_dicom(path: Path, image: np.ndarray, uids: SynthUids, *, patient_number: int,
-                      view: str, pixel_spacing_mm: float, sex: str, age: int) -> None:
-    """Write ``image`` (uint8, square) as a SIIM-like DICOM: CR, MONOCHROME2, 8-bit, JPEG Baseline.
+                      view: str, pixel_spacing_mm: float, sex: str, age: int,
+                      bits_stored: int = 8) -> None:
+    """Write ``image`` as a DICOM file: CR, Secondary Capture SOP class, square.
 
-    Like the SIIM release: Secondary Capture SOP class with Modality CR, JPEG quality 95."""
-    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    if not ok:
-        raise PneumosegError(f"JPEG encoding failed for {path}")
+    ``bits_stored`` 8 (``image`` uint8): like the SIIM release, MONOCHROME2, JPEG Baseline,
+    quality 95. 12 or 16 (``image`` the uint16 film, full 16-bit range): like many other
+    archives, uncompressed explicit VR little endian, BitsAllocated 16, MONOCHROME1 (stored
+    values inverted: bright = air), PixelRepresentation 0."""
+    if bits_stored not in (8, 12, 16):
+        raise PneumosegError(f"bits_stored must be 8, 12 or 16, not {bits_stored}")
+    if bits_stored == 8:
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise PneumosegError(f"JPEG encoding failed for {path}")
+    elif image.dtype != np.uint16:
+        raise PneumosegError(f"a {bits_stored}-bit file needs the uint16 film, not {image.dtype}")
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = uids.sop
-    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if bits_stored == 8 else ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
 
     ds = Dataset()
@@ -76,17 +86,22 @@ def write_synth_dicom(path: Path, image: np.ndarray, uids: SynthUids, *, patient
     ds.InstanceNumber = 1
     ds.PatientOrientation = ""
     ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PhotometricInterpretation = "MONOCHROME2" if bits_stored == 8 else "MONOCHROME1"
     ds.Rows, ds.Columns = image.shape
     ds.PixelSpacing = [f"{pixel_spacing_mm:.6g}", f"{pixel_spacing_mm:.6g}"]
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
     ds.PixelRepresentation = 0
-    ds.LossyImageCompression = "01"
-    ds.LossyImageCompressionMethod = "ISO_10918_1"
-    ds.PixelData = encapsulate([jpeg.tobytes()])
-    ds["PixelData"].VR = "OB"
+    if bits_stored == 8:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionMethod = "ISO_10918_1"
+        ds.PixelData = encapsulate([jpeg.tobytes()])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+        top = (1 << bits_stored) - 1
+        values = (image.astype(np.uint32) * top + 32767) // 65535
+        ds.PixelData = (top - values).astype("<u2").tobytes()
+        ds["PixelData"].VR = "OW"
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 

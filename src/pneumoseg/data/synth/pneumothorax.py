@@ -160,7 +160,9 @@ def place_pneumothorax(
     free = lung_mask & (1 - near_taken)
     best: np.ndarray | None = None
     best_area = 0
-    target_area = sample_instance_area(rng)
+    # At least ~16 px: at small sizes the smallest real shapes would vanish (a resolution
+    # floor; at 256 px and up it is below every real quantile and changes nothing).
+    target_area = max(sample_instance_area(rng), 16.0 / size**2)
     for _ in range(tries):
         shape, box = _sample_shape(rng, bank, anatomy, target_area)
         x0, y0, x1, y1 = np.round(box * size).astype(int)
