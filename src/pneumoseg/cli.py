@@ -141,7 +141,7 @@ def predict(
     cls: ClsRunOpt = None,
     backend: Annotated[str, typer.Option(help="Run the models in torch (run folders) or onnx (an export-onnx folder).")] = "torch",
     onnx: Annotated[Optional[Path], typer.Option("--onnx", metavar="DIR", help="Folder written by `pneumoseg export-onnx` (--backend onnx).")] = None,
-    seg_only: Annotated[bool, typer.Option(help="Skip the classifier gate and segment every image (ablation).")] = False,
+    seg_only: Annotated[bool, typer.Option(help="Skip the classifier gate and segment every image (ablation); uses the run's postprocess-seg-only.json (from `pneumoseg tune` without --cls) when present, else postprocess.json.")] = False,
     checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or hflip.")] = "none",
     rule: Annotated[Optional[str], typer.Option(help="Post-processing rule: threshold (the talk) or triplet (1st place).")] = None,
@@ -160,7 +160,8 @@ def predict(
 
     The classifier gates; only positives are segmented; the mask is thresholded, small
     components are removed and the 1024x1024 mask is run-length encoded. Post-processing
-    values come from the segmenter run's postprocess.json (written by `pneumoseg tune`)
+    values come from the segmenter run's postprocess.json (written by `pneumoseg tune --cls`;
+    with --seg-only: postprocess-seg-only.json, written by `pneumoseg tune` without --cls)
     unless given here. Exit status: 0 all images predicted; 1 some files could not be read (listed
     in errors.csv beside OUT; every readable image still has its row); 2 bad input (one-line error).
     A killed run rerun with the same --out resumes from OUT.partial."""
@@ -211,7 +212,7 @@ def tune(
     seg: SegRunOpt,
     images: ImagesOpt,
     labels: LabelsOpt,
-    cls: ClsRunOpt = None,
+    cls: Annotated[Optional[Path], typer.Option("--cls", help="Classifier run folder: tune the two-stage pipeline (postprocess.json). Without it: tune segmentation alone (postprocess-seg-only.json).")] = None,
     rule: Annotated[str, typer.Option(help="Rule to tune: best (compare both), threshold or triplet.")] = "best",
     checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or hflip.")] = "none",
@@ -219,15 +220,19 @@ def tune(
     splits: SplitsEvalOpt = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
 ) -> None:
-    """Choose the classifier threshold, pixel threshold and min_area on the validation split by
-    SIIM mean Dice; writes postprocess.json next to the segmenter run (used by predict)."""
-    from pneumoseg.evaluate.validation import validation_outputs_from_runs
+    """Choose the post-processing on the validation split by SIIM mean Dice, for one system.
+
+    With --cls: classifier threshold, pixel threshold and min_area of the two-stage pipeline,
+    saved as postprocess.json next to the segmenter run (used by predict). Without --cls:
+    segmentation alone, saved as postprocess-seg-only.json (used by predict --seg-only)."""
+    from pneumoseg.evaluate.validation import outputs_from_runs, validation_samples
     from pneumoseg.infer.tune import save_postprocess, tune_postprocess
 
     if rule not in {"best", "threshold", "triplet"}:
         raise typer.BadParameter(f"--rule must be best, threshold or triplet, not {rule!r}")
-    outputs = validation_outputs_from_runs(cls, seg, images, labels, splits_path=splits, fold=fold,
-                                           checkpoint=checkpoint, tta=_tta(tta), device=_device(device))
+    samples = validation_samples(seg, images, labels, splits_path=splits, fold=fold)
+    outputs = outputs_from_runs(cls, seg, samples, checkpoint=checkpoint, tta=_tta(tta), device=_device(device),
+                                desc="validation inference")
     result = tune_postprocess(outputs, rule=rule, gated=cls is not None)
     path = save_postprocess(result, seg)
     typer.echo(result.render())
@@ -243,13 +248,17 @@ def demo(
     config: ConfigOpt = "demo",
     set_: SetOpt = None,
 ) -> None:
-    """The whole job on synthetic data: synth, train both stages, tune, predict, evaluate, report.
+    """The whole job on synthetic data: synth, train both stages, tune (two-stage and segmentation
+    alone), predict, evaluate, report on the held-out test; writes OUT/summary.md and summary.json.
 
-    Steps already finished in OUT are skipped when run again."""
+    Steps already finished in OUT (data, training) are skipped when run again."""
     from pneumoseg.config import load_config
     from pneumoseg.demo import run_demo
 
-    result = run_demo(out, n_train=n_train, n_test=n_test, seed=seed, config=load_config(config, set_ or []))
+    import shlex
+
+    result = run_demo(out, n_train=n_train, n_test=n_test, seed=seed, config=load_config(config, set_ or []),
+                      command=shlex.join(["pneumoseg", *sys.argv[1:]]))
     typer.echo(result.render())
 
 
@@ -263,14 +272,22 @@ def report(
     fold: FoldEvalOpt = 0,
     splits: SplitsEvalOpt = None,
     tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also evaluate the final model with hflip TTA (one more inference pass).")] = True,
+    test_images: Annotated[Optional[Path], typer.Option(help="Held-out test DICOM folder: the headline table is scored there (with --test-labels).")] = None,
+    test_labels: Annotated[Optional[Path], typer.Option(help="Label CSV of --test-images.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
 ) -> None:
-    """Write the talk's evidence for these runs on the validation split: the ablation (all-empty,
-    segmentation alone, two-stage, + SWA, + TTA) in SIIM mean Dice, classifier and segmenter
-    metrics beside the talk's, ROC/PR curves, the Dice grid and best/median/worst cases."""
+    """Write the talk's ablation for these runs: all-empty, segmentation alone, two-stage, + SWA,
+    + TTA, each with its own post-processing tuned on the validation split, in SIIM mean Dice
+    with paired-bootstrap 95% CIs, false positives on healthy films and Dice by size. With
+    --test-images/--test-labels the headline table is on that held-out set (the validation table
+    stays, labelled optimistic). Also classifier and segmenter metrics beside the talk's, ROC/PR
+    curves, the Dice grid and best/median/worst cases."""
     from pneumoseg.evaluate.report import build_report
 
-    result = build_report(cls, seg, images, labels, out, splits_path=splits, fold=fold, device=_device(device), tta=tta)
+    if (test_images is None) != (test_labels is None):
+        raise typer.BadParameter("give --test-images and --test-labels together")
+    result = build_report(cls, seg, images, labels, out, test_images=test_images, test_labels=test_labels,
+                          splits_path=splits, fold=fold, device=_device(device), tta=tta)
     typer.echo(result.render())
     typer.echo(f"report: {result.markdown_path}")
 

@@ -4,13 +4,15 @@ import numpy as np
 import pytest
 
 from pneumoseg.config import PostprocessConfig
-from pneumoseg.evaluate.validation import ValidationOutputs, per_image_dice, threshold_dice_grid, triplet_dice_grid
-from pneumoseg.infer.tune import TuneGrid, save_postprocess, tune_postprocess
+from pneumoseg.evaluate.validation import per_image_dice
+from pneumoseg.infer.outputs import ModelOutputs
+from pneumoseg.infer.pipeline import load_postprocess
+from pneumoseg.infer.tune import TuneGrid, save_postprocess, threshold_dice_grid, triplet_dice_grid, tune_postprocess
 
 S = 32
 
 
-def constructed_outputs() -> ValidationOutputs:
+def constructed_outputs() -> ModelOutputs:
     """Four images whose best post-processing is known by construction."""
     truth = np.zeros((4, S, S), bool)
     prob = np.zeros((4, S, S), np.float32)
@@ -21,7 +23,7 @@ def constructed_outputs() -> ValidationOutputs:
     truth[3, 16:24, 16:24] = True
     prob[3, 16:24, 16:24] = 0.65  # weak true positive: needs a pixel threshold below 0.65
     cls = np.array([0.9, 0.3, 0.1, 0.7], np.float32)
-    return ValidationOutputs([f"img{i}" for i in range(4)], np.zeros((4, S, S), np.uint8), truth,
+    return ModelOutputs([f"img{i}" for i in range(4)], np.zeros((4, S, S), np.uint8), truth,
                              prob.astype(np.float16), cls)
 
 
@@ -53,7 +55,7 @@ def test_grid_matches_direct_postprocessing_on_random_maps():
     prob = rng.random((n, S, S)).astype(np.float32) ** 3
     truth = rng.random((n, S, S)) > 0.8
     truth[0] = False
-    out = ValidationOutputs([str(i) for i in range(n)], np.zeros((n, S, S), np.uint8), truth, prob.astype(np.float16))
+    out = ModelOutputs([str(i) for i in range(n)], np.zeros((n, S, S), np.uint8), truth, prob.astype(np.float16))
     thresholds, areas = [0.3, 0.5], [0, 2000, 20000]
     grid = threshold_dice_grid(out, thresholds, areas)
     for p, t in enumerate(thresholds):
@@ -70,11 +72,47 @@ def test_grid_matches_direct_postprocessing_on_random_maps():
 
 
 def test_postprocess_json_is_written_and_loaded(tmp_path):
-    from pneumoseg.infer.pipeline import load_postprocess
-
     result = tune_postprocess(constructed_outputs(), TuneGrid(), rule="threshold")
     path = save_postprocess(result, tmp_path)
     saved = json.loads(path.read_text())
     assert saved["params"]["pixel_threshold"] == 0.6
     loaded = load_postprocess(tmp_path, PostprocessConfig())
     assert loaded.pixel_threshold == 0.6 and loaded.cls_threshold == result.params["cls_threshold"]
+    assert not (tmp_path / "postprocess-seg-only.json").exists()
+
+
+def test_segmentation_alone_is_saved_beside_and_read_by_seg_only(tmp_path):
+    gated = tune_postprocess(constructed_outputs(), rule="threshold")
+    alone = tune_postprocess(constructed_outputs(), rule="threshold", gated=False)
+    assert save_postprocess(gated, tmp_path).name == "postprocess.json"
+    assert save_postprocess(alone, tmp_path).name == "postprocess-seg-only.json"
+    saved = json.loads((tmp_path / "postprocess-seg-only.json").read_text())
+    assert saved["system"] == "segmentation alone" and "cls_threshold" not in saved["params"]
+    assert "no gate" in alone.render() and "classifier ≥" in gated.render()
+    fallback = PostprocessConfig(pixel_threshold=0.99)
+    assert load_postprocess(tmp_path, fallback, gated=False).model_dump() == fallback.model_copy(
+        update=alone.params).model_dump()
+    assert load_postprocess(tmp_path, fallback).cls_threshold == gated.params["cls_threshold"]
+    (tmp_path / "postprocess-seg-only.json").unlink()  # older runs: seg-only reads the two-stage file
+    assert load_postprocess(tmp_path, fallback, gated=False).pixel_threshold == gated.params["pixel_threshold"]
+
+
+def test_tune_command_without_classifier_tunes_segmentation_alone(tiny_runs, tmp_path):
+    """`pneumoseg tune --seg RUN` without --cls: no KeyError, prints the result, writes the seg-only file."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from pneumoseg.cli import app
+
+    seg = tmp_path / "seg"
+    shutil.copytree(tiny_runs.seg, seg)
+    for name in ("postprocess.json", "postprocess-seg-only.json"):
+        (seg / name).unlink(missing_ok=True)
+    result = CliRunner().invoke(app, ["tune", "--seg", str(seg), "--images", str(tiny_runs.images),
+                                      "--labels", str(tiny_runs.labels)])
+    assert result.exit_code == 0, result.output
+    assert "segmentation alone" in result.output and "mean Dice" in result.output
+    assert f"saved {seg / 'postprocess-seg-only.json'}" in result.output
+    saved = json.loads((seg / "postprocess-seg-only.json").read_text())
+    assert "cls_threshold" not in saved["params"] and not (seg / "postprocess.json").exists()

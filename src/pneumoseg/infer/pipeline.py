@@ -101,10 +101,23 @@ class TwoStagePipeline:
         return Prediction(probability, True, seg_prob, mask)
 
 
-def load_postprocess(seg_run: Path, fallback: PostprocessConfig) -> PostprocessConfig:
-    """The post-processing chosen by ``pneumoseg tune`` (postprocess.json), else ``fallback``."""
-    path = Path(seg_run) / "postprocess.json"
-    if not path.is_file():
+POSTPROCESS_FILES = {True: "postprocess.json", False: "postprocess-seg-only.json"}
+"""Where ``pneumoseg tune`` saves each system's post-processing, beside the segmenter run:
+two-stage (gated, True) and segmentation alone (False)."""
+
+
+def postprocess_path(seg_run: Path, *, gated: bool = True) -> Path:
+    return Path(seg_run) / POSTPROCESS_FILES[gated]
+
+
+def load_postprocess(seg_run: Path, fallback: PostprocessConfig, *, gated: bool = True) -> PostprocessConfig:
+    """The post-processing ``pneumoseg tune`` chose for this system, else ``fallback``.
+
+    Two-stage (``gated``): postprocess.json. Segmentation alone: postprocess-seg-only.json,
+    else postprocess.json's pixel rule (what runs were given before seg-only tuning existed)."""
+    candidates = [postprocess_path(seg_run, gated=gated)] + ([] if gated else [postprocess_path(seg_run)])
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
         return fallback
     chosen = json.loads(path.read_text())
     return fallback.model_copy(update={k: v for k, v in chosen.get("params", {}).items() if k in type(fallback).model_fields})
@@ -115,7 +128,7 @@ def build_torch_pipeline(cls_run: Path | None, seg_run: Path, *, seg_checkpoint:
     """Load both runs (the classifier is skipped when ``cls_run`` is None: segmentation alone)."""
     segmenter: TrainedModel = load_trained(seg_run, seg_checkpoint, expect="segmenter")
     classifier = load_trained(cls_run, "best", expect="classifier") if cls_run is not None else None
-    post = post or load_postprocess(seg_run, segmenter.config.postprocess)
+    post = post or load_postprocess(seg_run, segmenter.config.postprocess, gated=classifier is not None)
     cls_runner = ModelRunner(torch_forward(classifier.model, device), classifier.image_size, tta) if classifier else None
     seg_runner = ModelRunner(torch_forward(segmenter.model, device), segmenter.image_size, tta)
     return TwoStagePipeline(cls_runner, seg_runner, post)
