@@ -1,31 +1,72 @@
-"""The main job end to end: a reduced demo in seconds, the full one (slow) with its margins."""
+"""The main job end to end: a reduced demo in seconds (twice, for determinism), the full one
+(slow) with its margins."""
 
 import json
 
 import pytest
 
 from pneumoseg.data.labels import read_labels
-from pneumoseg.demo import run_demo
+from pneumoseg.demo import TABLE_END, TABLE_START, run_demo, summary_table_markdown
+
+REDUCED = dict(n_train=24, n_test=6, size=64, progress=False)
+NUMBERS = ("test", "validation", "systems", "submissions")
+"""summary.json entries that must not change between runs (timings and the machine may)."""
 
 
-def test_reduced_demo_runs_end_to_end_and_skips_finished_steps(tiny_config, tmp_path):
-    out = tmp_path / "demo"
-    config = tiny_config("classifier.epochs=1")
-    result = run_demo(out, n_train=24, n_test=6, size=64, config=config, progress=False)
-    assert set(result.test_scores) == {"segmentation alone", "two-stage (SWA)"}
+@pytest.fixture(scope="module")
+def reduced_config(tiny_config):
+    return tiny_config("classifier.epochs=1")
+
+
+@pytest.fixture(scope="module")
+def reduced_demo(reduced_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return out, run_demo(out, config=reduced_config, **REDUCED)
+
+
+def test_reduced_demo_runs_end_to_end_and_skips_finished_steps(reduced_demo, reduced_config):
+    out, result = reduced_demo
+    assert set(result.test_scores) == {"seg_alone", "two_stage"}
     assert len(read_labels(out / "test" / "submission.csv")) == 6
     assert len(read_labels(out / "test" / "submission-seg-only.csv")) == 6
-    assert (out / "runs" / "segmenter" / "postprocess.json").is_file()
+    for name in ("postprocess.json", "postprocess-seg-only.json"):
+        assert (out / "runs" / "segmenter" / name).is_file()
     assert result.report == out / "report" / "report.md" and result.report.is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["test"]["two-stage (SWA)"]["n_images"] == 6
+    assert summary["test"]["n_images"] == 6 and summary["submissions"]["two_stage_swa"]["n_images"] == 6
     assert "all-empty baseline" in result.render()
 
     weights = out / "runs" / "classifier" / "best.safetensors"
     stamp = weights.stat().st_mtime_ns
-    again = run_demo(out, n_train=24, n_test=6, size=64, config=config, progress=False)
+    again = run_demo(out, config=reduced_config, **REDUCED)
     assert weights.stat().st_mtime_ns == stamp  # training was not redone
     assert again.test_scores == result.test_scores
+
+
+def test_summary_md_holds_the_headline_table_and_the_protocol(reduced_demo):
+    out, _ = reduced_demo
+    summary = json.loads((out / "summary.json").read_text())
+    md = (out / "summary.md").read_text()
+    table = summary_table_markdown(summary)
+    assert f"{TABLE_START}\n{table}{TABLE_END}" in md
+    for system in ("all-empty baseline", "segmentation alone (SWA)", "two-stage (best)", "two-stage + SWA",
+                   "two-stage + SWA + hflip TTA"):
+        assert f"| {system} |" in table
+    assert "95% CI" in table and "Δ vs all-empty" in table and "Δ vs segmentation alone" in table
+    for needle in ("healthy films given a mask", "Dice by pneumothorax size", "5,243 px at 1024²",
+                   "optimistic: post-processing was tuned on it", "predict + evaluate (1024×1024)",
+                   "| torch threads |", "| seed | data 0", "run_demo("):
+        assert needle in md, needle
+    assert summary["machine"]["cores"] >= 1 and summary["machine"]["torch"]
+
+
+def test_reduced_demo_is_deterministic(reduced_demo, reduced_config, tmp_path):
+    """Two fresh folders, same seeds: the same numbers (training is made deterministic in the preset)."""
+    first, _ = reduced_demo
+    run_demo(tmp_path / "demo", config=reduced_config, **REDUCED)
+    one, two = (json.loads((folder / "summary.json").read_text()) for folder in (first, tmp_path / "demo"))
+    for key in NUMBERS:
+        assert one[key] == two[key], key
 
 
 @pytest.mark.slow
@@ -33,7 +74,7 @@ def test_full_demo_reproduces_the_talks_ordering(tmp_path):
     """`make demo` as shipped: two-stage beats all-empty by >= 0.10 and beats segmentation alone."""
     result = run_demo(tmp_path / "demo", progress=False)
     scores = result.test_scores
-    baseline = scores["two-stage (SWA)"]["all_empty_baseline"]
-    assert scores["two-stage (SWA)"]["mean_dice"] >= baseline + 0.10
-    assert scores["two-stage (SWA)"]["mean_dice"] > scores["segmentation alone"]["mean_dice"]
+    baseline = scores["two_stage"]["all_empty_baseline"]
+    assert scores["two_stage"]["mean_dice"] >= baseline + 0.10
+    assert scores["two_stage"]["mean_dice"] > scores["seg_alone"]["mean_dice"]
     assert sum(result.seconds.values()) < 15 * 60

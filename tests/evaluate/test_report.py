@@ -302,8 +302,9 @@ def test_compute_report_writes_markdown_json_and_plots(tmp_path):
     assert f"| two-stage (best) | {(1 + 16 / 24 + 1 + 1) / 4:.4f} | [" in md
     assert "held-out test set" in md and "optimistic: post-processing was tuned on it" in md
     assert "0.8323" in md and "the talk's" in md and f"computed at {S}×{S}" in md
-    assert "| segmentation alone (swa) | 1/2 | 50.00% |" in md
+    assert "| segmentation alone (SWA) | 1/2 | 50.00% |" in md
     assert "5,243 px at 1024²" in md and "| two-stage + SWA | 1.0000 | 0.9900 | -0.0100 |" in md
+    assert "two-stage + SWA differ by more than 0.005" in md
     assert "| MCC | 0.5774 | 0.7702 |" in md
     assert "`runs/seg`" in md
 

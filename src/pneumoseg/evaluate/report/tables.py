@@ -110,7 +110,7 @@ def system_list(outputs: dict[str, ModelOutputs]) -> list[System]:
     final = final_key(outputs)
     no_swa = "the run has no swa.safetensors"
     systems = [System("all_empty", "all-empty baseline", None, gated=False),
-               System("seg_alone", f"segmentation alone ({final})", final, gated=False),
+               System("seg_alone", f"segmentation alone ({'SWA' if final == 'swa' else 'best'})", final, gated=False),
                System("two_stage", "two-stage (best)", "best", gated=True),
                System("two_stage_swa", "two-stage + SWA", "swa", gated=True, note=no_swa)]
     if tta_key(outputs) == "best+tta":
