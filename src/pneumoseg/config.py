@@ -32,6 +32,9 @@ class AugmentConfig(_Section):
     clahe: bool = True
     hflip: bool = True
     brightness_contrast: float = 0.2
+    crop: int | None = None
+    """Segmenter only: train on random crops of this many pixels (always, holding some of the
+    mask when there is one); validation and inference see the whole image."""
 
 
 class DataConfig(_Section):
@@ -58,14 +61,31 @@ class StageConfig(_Section):
     cycle_epochs: int | None = None
     """Length of one cosine-annealing cycle (warm restarts) in epochs; None: one cycle over all epochs."""
     weight_decay: float = 0.0
+    frozen_epochs: int = 0
+    """Epochs at the start during which the encoder gets no update (segmenter; a classifier of
+    arch ``smp:<encoder>``)."""
     augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _check_frozen(self) -> StageConfig:
+        if not 0 <= self.frozen_epochs <= self.epochs:
+            raise ValueError(f"frozen_epochs ({self.frozen_epochs}) must lie in 0..epochs ({self.epochs})")
+        return self
 
 
 class ClassifierConfig(StageConfig):
     arch: str = "legacy_xception"
-    """timm model name."""
+    """timm model name, or ``smp:<encoder>``: the segmenter's encoder with a pooled linear head."""
     threshold: float = 0.5
     """Probability above which validation counts an image as positive (MCC, precision, recall)."""
+
+    @model_validator(mode="after")
+    def _no_crop(self) -> ClassifierConfig:
+        if self.frozen_epochs and not self.arch.startswith("smp:"):
+            raise ValueError(f"frozen_epochs needs an encoder to freeze: arch 'smp:<encoder>', not {self.arch!r}")
+        if self.augment.crop:
+            raise ValueError("augment.crop is for the segmenter: a crop can cut the finding out of a labelled image")
+        return self
 
 
 class SegmenterConfig(StageConfig):
@@ -75,7 +95,6 @@ class SegmenterConfig(StageConfig):
     batch_size: int = 4
     cycle_epochs: int | None = 1
     frozen_epochs: int = 2
-    """Epochs at the start during which the encoder gets no update."""
     swa_start: int = 13
     swa_end: int = 17
     """SWA averages the weights at the end of epochs swa_start..swa_end (1-based, inclusive)."""
@@ -86,10 +105,10 @@ class SegmenterConfig(StageConfig):
 
     @model_validator(mode="after")
     def _check_epochs(self) -> SegmenterConfig:
-        if not 0 <= self.frozen_epochs <= self.epochs:
-            raise ValueError(f"frozen_epochs ({self.frozen_epochs}) must lie in 0..epochs ({self.epochs})")
         if self.swa_start > self.swa_end:
             raise ValueError(f"swa_start ({self.swa_start}) must not exceed swa_end ({self.swa_end})")
+        if self.augment.crop and not 32 <= self.augment.crop <= self.image_size:
+            raise ValueError(f"augment.crop ({self.augment.crop}) must lie in 32..image_size ({self.image_size})")
         return self
 
 

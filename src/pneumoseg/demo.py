@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from pneumoseg.config import Config, load_config
@@ -44,6 +43,7 @@ from pneumoseg.infer.predict import predict_files
 from pneumoseg.infer.tune import save_postprocess
 from pneumoseg.io import atomic_write_json, atomic_write_text
 from pneumoseg.models.trained import checkpoint_path
+from pneumoseg.runtime import configure_torch, describe_torch
 from pneumoseg.train.stages import train_classifier, train_segmenter
 
 TABLE_START, TABLE_END = "<!-- demo-summary:start -->", "<!-- demo-summary:end -->"
@@ -92,8 +92,10 @@ def machine_info() -> dict[str, Any]:
     if cpuinfo.is_file():
         cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                     if line.startswith("model name")), cpu)
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
+    torch_settings = describe_torch()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch_settings["threads"],
+            "torch": torch_settings["torch"], "cpu_capability": torch_settings["cpu_capability"],
+            "cpu_bf16": torch_settings["cpu_bf16"], "python": platform.python_version()}
 
 
 def summary_table_markdown(summary: dict[str, Any]) -> str:
@@ -143,6 +145,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
              *split_tables(summary["validation"], f"## {OPTIMISTIC[0].upper()}{OPTIMISTIC[1:]}", ""),
              "## Machine, seed and command", "", "| | |", "|---|---|", f"| CPU | {m['cpu']} |",
              f"| cores | {m['cores']} |", f"| torch threads | {m['torch_threads']} |", f"| torch | {m['torch']} |",
+             f"| CPU kernels | {m['cpu_capability']}, native bf16 {'yes' if m['cpu_bf16'] else 'no'} |",
              f"| seed | data {summary['seed']['data']}, training {summary['seed']['training']} "
              f"(config `{summary['config']}`) |", "", "```", summary["command"], "```", ""]
     return "\n".join(lines)
@@ -152,6 +155,7 @@ def run_demo(out: Path, *, n_train: int = 400, n_test: int = 150, seed: int = 0,
              config: Config | None = None, progress: bool = True, command: str | None = None) -> DemoResult:
     out = Path(out)
     config = config or load_config("demo")
+    configure_torch(config.runtime)  # also when training is skipped on a rerun: inference uses these threads
     command = command or (f"run_demo({str(out)!r}, n_train={n_train}, n_test={n_test}, seed={seed}, size={size}, "
                           f"config={config.name!r})")
     result = DemoResult(out)

@@ -44,3 +44,53 @@ def test_demo_preset_classifier_forward():
 def test_unknown_arch_is_a_config_error():
     with pytest.raises(ConfigError, match="classifier.arch"):
         build_classifier(ClassifierConfig(arch="no_such_net"))
+
+
+def test_encoder_classifier_takes_a_trained_segmenters_encoder(tmp_path):
+    """``smp:<encoder>`` has the segmenter's parameter names: a segmenter checkpoint fills its
+    whole encoder, and only the head is left to train."""
+    from safetensors.torch import save_file
+
+    from pneumoseg.models import build_segmenter, load_pretrained
+
+    config = load_config("demo", ["classifier.arch=smp:resnet18", "segmenter.encoder=resnet18"])
+    segmenter = build_segmenter(config.segmenter)
+    save_file(segmenter.state_dict(), str(tmp_path / "seg.safetensors"))
+    model = build_classifier(config.classifier)
+    report = load_pretrained(model, tmp_path / "seg.safetensors")
+    assert report.mismatched == []
+    assert {k.split(".")[0] for k in report.missing} == {"head"}
+    encoder_keys = [k for k in model.state_dict() if k.startswith("encoder.")]
+    assert report.loaded == len(encoder_keys)
+    for key in encoder_keys:
+        assert torch.equal(model.state_dict()[key], segmenter.state_dict()[key])
+    assert model.eval()(torch.rand(2, 3, 64, 64)).shape == (2, 1)
+
+
+def test_frozen_encoder_classifier_trains_only_its_head():
+    config = load_config("demo", ["classifier.arch=smp:resnet18", "classifier.frozen_epochs=1"])
+    stage = classifier_stage(config)
+    model = stage.model.train()
+    stage.set_frozen(model, True)
+    model.train()
+    assert not model.encoder.training and model.head.training  # BatchNorm statistics of the encoder stay fixed
+    encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    head_before = model.head[1].weight.detach().clone()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = {"image": torch.rand(4, 3, 64, 64), "label": torch.tensor([[1.0], [0.0], [1.0], [0.0]])}
+    stage.loss_fn(model(batch["image"]), batch).backward()
+    optimizer.step()
+    assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder_before.items())
+    assert not torch.equal(model.head[1].weight, head_before)
+    stage.set_frozen(model, False)
+    assert all(p.requires_grad for p in model.parameters()) and model.encoder.training
+
+
+@pytest.mark.parametrize("override, message", [
+    ("classifier.frozen_epochs=1", "needs an encoder to freeze"),
+    ("classifier.augment.crop=64", "augment.crop is for the segmenter"),
+    ("classifier.arch=smp:no_such_encoder", "classifier.arch"),
+])
+def test_classifier_settings_that_cannot_work_are_refused(override, message):
+    with pytest.raises(ConfigError, match=message):
+        build_classifier(load_config("demo", [override]).classifier)

@@ -9,12 +9,19 @@ from pneumoseg.config import AugmentConfig
 
 
 def build_train_transform(cfg: AugmentConfig) -> A.Compose | None:
-    """Zoom in/out, CLAHE, horizontal flip and brightness/contrast on uint8 image + mask.
+    """Zoom in/out, CLAHE, horizontal flip and brightness/contrast on uint8 image + mask, then
+    (segmenter only) a random ``crop`` × ``crop`` window that holds some of the mask when the
+    image has one: the network sees the full input resolution at a fraction of the cost.
 
-    Returns ``None`` when every transform is switched off (``p == 0``).
+    Returns ``None`` when every transform is switched off (``p == 0`` and no crop).
     """
-    if cfg.p <= 0:
-        return None
+    transforms: list[A.BasicTransform] = [] if cfg.p <= 0 else _photometric_and_geometric(cfg)
+    if cfg.crop:
+        transforms.append(A.CropNonEmptyMaskIfExists(height=cfg.crop, width=cfg.crop))
+    return A.Compose(transforms) if transforms else None
+
+
+def _photometric_and_geometric(cfg: AugmentConfig) -> list[A.BasicTransform]:
     transforms: list[A.BasicTransform] = []
     if cfg.hflip:
         transforms.append(A.HorizontalFlip(p=cfg.p))
@@ -27,4 +34,4 @@ def build_train_transform(cfg: AugmentConfig) -> A.Compose | None:
     if cfg.brightness_contrast > 0:
         limit = cfg.brightness_contrast
         transforms.append(A.RandomBrightnessContrast(brightness_limit=limit, contrast_limit=limit, p=cfg.p))
-    return A.Compose(transforms) if transforms else None
+    return transforms

@@ -18,7 +18,8 @@ def build_segmenter(cfg: SegmenterConfig) -> nn.Module:
 
 
 def set_encoder_frozen(model: nn.Module, frozen: bool) -> None:
-    """Freeze (no gradient, BatchNorm statistics fixed) or release the encoder of an smp model."""
+    """Freeze (no gradient, BatchNorm statistics fixed) or release the encoder of an smp model (or of
+    an :class:`~pneumoseg.models.classifier.EncoderClassifier`, which has the same two methods)."""
     if frozen:
         model.freeze_encoder()
     else:
