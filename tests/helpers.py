@@ -12,14 +12,17 @@ from pathlib import Path
 TINY_OVERRIDES = [
     "runtime.device=cpu",
     "runtime.threads=1",
+    "runtime.amp=false",  # float32 everywhere: torch and ONNX Runtime agree to 1e-4
     "classifier.arch=test_resnet",
     "segmenter.encoder=tu-test_resnet",
     "classifier.image_size=64",
     "classifier.batch_size=4",
     "classifier.epochs=2",
+    "classifier.frozen_epochs=0",
     "segmenter.image_size=64",
     "segmenter.batch_size=4",
     "segmenter.epochs=2",
+    "segmenter.augment.crop=null",
     "segmenter.frozen_epochs=1",
     "segmenter.swa_start=2",
     "segmenter.swa_end=2",

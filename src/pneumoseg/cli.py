@@ -242,8 +242,8 @@ def tune(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the synthetic data, runs, predictions and report.")] = Path("demo-output"),
-    n_train: Annotated[int, typer.Option(help="Synthetic training images.")] = 400,
-    n_test: Annotated[int, typer.Option(help="Synthetic held-out test images.")] = 150,
+    n_train: Annotated[int, typer.Option(help="Synthetic training images.")] = 700,
+    n_test: Annotated[int, typer.Option(help="Synthetic held-out test images.")] = 250,
     seed: Annotated[int, typer.Option(help="Seed for the dataset.")] = 0,
     config: ConfigOpt = "demo",
     set_: SetOpt = None,

@@ -128,7 +128,8 @@ class RuntimeConfig(_Section):
     device: str = "auto"
     """"auto" picks CUDA when present, else CPU."""
     amp: bool = True
-    """bf16 autocast in training: on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX)."""
+    """bf16 autocast in training and in the torch inference of the trained run: on CUDA, and on
+    CPUs with native bf16 (AVX512-BF16/AMX)."""
     channels_last: bool = True
     """channels_last memory format in training (CUDA and CPU)."""
     threads: int | None = None

@@ -18,6 +18,7 @@ from pneumoseg.data.preprocess import resize_to_uint8, to_model_input
 from pneumoseg.infer.postprocess import REFERENCE_SIZE, postprocess, resize_prob
 from pneumoseg.infer.tta import Forward, hflip_tta
 from pneumoseg.models.trained import TrainedModel, load_trained
+from pneumoseg.runtime import use_autocast
 
 SUBMISSION_SHAPE = (REFERENCE_SIZE, REFERENCE_SIZE)
 
@@ -26,15 +27,17 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def torch_forward(model: torch.nn.Module, device: torch.device | str = "cpu") -> Forward:
+def torch_forward(model: torch.nn.Module, device: torch.device | str = "cpu", *, autocast: bool = False) -> Forward:
     """Run ``model`` in channels_last layout, which oneDNN and cuDNN prefer (1.3–2× faster on a
-    2-core CPU; see benchmarks/RESULTS.md)."""
+    2-core CPU; see benchmarks/RESULTS.md), in bf16 autocast when ``autocast``."""
+    device = torch.device(device)
     model = model.to(device, memory_format=torch.channels_last).eval()
 
     @torch.inference_mode()
     def forward(x: np.ndarray) -> np.ndarray:
         batch = torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last)
-        return model(batch).float().cpu().numpy()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            return model(batch).float().cpu().numpy()
 
     return forward
 
@@ -129,6 +132,9 @@ def build_torch_pipeline(cls_run: Path | None, seg_run: Path, *, seg_checkpoint:
     segmenter: TrainedModel = load_trained(seg_run, seg_checkpoint, expect="segmenter")
     classifier = load_trained(cls_run, "best", expect="classifier") if cls_run is not None else None
     post = post or load_postprocess(seg_run, segmenter.config.postprocess, gated=classifier is not None)
-    cls_runner = ModelRunner(torch_forward(classifier.model, device), classifier.image_size, tta) if classifier else None
-    seg_runner = ModelRunner(torch_forward(segmenter.model, device), segmenter.image_size, tta)
+    # bf16 where the run trained in bf16 (runtime.amp on CUDA or a CPU with native bf16).
+    autocast = use_autocast(segmenter.config.runtime, torch.device(device))
+    cls_runner = (ModelRunner(torch_forward(classifier.model, device, autocast=autocast), classifier.image_size, tta)
+                  if classifier else None)
+    seg_runner = ModelRunner(torch_forward(segmenter.model, device, autocast=autocast), segmenter.image_size, tta)
     return TwoStagePipeline(cls_runner, seg_runner, post)
