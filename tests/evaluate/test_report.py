@@ -351,7 +351,7 @@ def tiny_runs(tmp_path_factory):
     try:
         generate_dataset(root / "data", n=24, size=64, positive_rate=0.5, seed=0, progress=False)
         config = load_config("demo", ["classifier.image_size=64", "segmenter.image_size=64", "classifier.epochs=1",
-                                      "segmenter.epochs=1", "segmenter.frozen_epochs=0", "segmenter.swa_start=1",
+                                      "classifier.frozen_epochs=1", "segmenter.augment.crop=null", "segmenter.epochs=1", "segmenter.frozen_epochs=0", "segmenter.swa_start=1",
                                       "segmenter.swa_end=1", "classifier.batch_size=4", "segmenter.batch_size=4"])
         images, labels = root / "data" / "dicom-images-train", root / "data" / "train-rle.csv"
         train_classifier(images, labels, config, root / "cls", progress=False)

@@ -86,11 +86,12 @@ def test_frozen_encoder_classifier_trains_only_its_head():
     assert all(p.requires_grad for p in model.parameters()) and model.encoder.training
 
 
-@pytest.mark.parametrize("override, message", [
-    ("classifier.frozen_epochs=1", "needs an encoder to freeze"),
-    ("classifier.augment.crop=64", "augment.crop is for the segmenter"),
-    ("classifier.arch=smp:no_such_encoder", "classifier.arch"),
+@pytest.mark.parametrize("overrides, message", [
+    (["classifier.arch=resnet18", "classifier.frozen_epochs=1"], "needs an encoder to freeze"),
+    (["classifier.augment.crop=64"], "augment.crop is for the segmenter"),
+    (["segmenter.augment.crop=1024"], "must lie in 32..image_size"),
+    (["classifier.arch=smp:no_such_encoder"], "classifier.arch"),
 ])
-def test_classifier_settings_that_cannot_work_are_refused(override, message):
+def test_classifier_settings_that_cannot_work_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        build_classifier(load_config("demo", [override]).classifier)
+        build_classifier(load_config("demo", overrides).classifier)
