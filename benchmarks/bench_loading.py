@@ -44,7 +44,8 @@ def run(ctx) -> dict[str, Any]:
     reps = 1 if ctx.quick else 3
     base = samples(ctx.sample_dir)
     n = len(base)
-    transform = build_train_transform(cfg.augment)
+    # The recipe's augmentation at each measured size; a training crop (demo preset) would not fit the small sizes.
+    transform = build_train_transform(cfg.augment.model_copy(update={"crop": None}))
     rows, targets, ratios, plain = [], [], {}, {}
     for size in sizes:
         cold = XrayDataset(base, ImageCache(size, ctx.tmp / "cache", enabled=False), transform)

@@ -58,14 +58,15 @@ def run(ctx) -> dict[str, Any]:
         loss_fn = nn.BCEWithLogitsLoss() if kind == "classifier" else DiceBCELoss()
         for size in sizes:
             dataset = XrayDataset(samples(ctx.sample_dir), ImageCache(size, ctx.tmp / "cache"),
-                                  build_train_transform(stage.augment), with_mask=kind == "segmenter")
+                                  build_train_transform(stage.augment.model_copy(update={"crop": None})), with_mask=kind == "segmenter")
             for i in range(len(dataset)):  # fill the cache: training reads it from the second epoch on
                 dataset[i]
             loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0, drop_last=True)
             t, wait = _steps(model, loss_fn, loader, n_steps, warmup, kind)
             rows.append(row(f"train step {kind} {size}² batch {batch} (0 workers, cached)", t, unit="s/step",
                             images_per_s=round(batch / t.median, 2), data_wait_share=round(wait, 4)))
-    notes = ["Adam step in float32 on the CPU (the recipe's bf16 autocast and channels_last apply on CUDA only); "
+    notes = ["Adam step in float32 and NCHW on the CPU (the trainer itself adds bf16 autocast and channels_last where "
+             "the CPU has native bf16: 3.8x per step at 256², docs/experiments.md); no training crop; "
              "batch 2, the loader in the main process reading the preprocessing cache with the recipe's "
              "augmentation, so the data-wait share is the whole data cost of a step."]
     return {"rows": rows, "targets": [], "notes": notes}

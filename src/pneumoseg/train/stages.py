@@ -119,7 +119,8 @@ def classifier_stage(config: Config, pretrained: Path | None = None) -> Stage:
     return Stage(kind="classifier", model=model, cfg=config.classifier,
                  loss_fn=lambda logits, batch: bce(logits, batch["label"]),
                  new_meter=lambda: ClassifierMeter(config.classifier.threshold), select_metric="mcc",
-                 frozen_epochs=config.classifier.frozen_epochs, set_frozen=set_encoder_frozen)
+                 frozen_epochs=config.classifier.frozen_epochs,
+                 set_frozen=set_encoder_frozen if config.classifier.frozen_epochs else None)
 
 
 def segmenter_stage(config: Config, pretrained: Path | None = None) -> Stage:
