@@ -73,6 +73,10 @@ class StageConfig(_Section):
         return self
 
 
+CLASSIFIER_ENCODER_PREFIX = "smp:"
+"""``classifier.arch`` of this prefix names an smp encoder: the segmenter's, with a pooled head."""
+
+
 class ClassifierConfig(StageConfig):
     arch: str = "legacy_xception"
     """timm model name, or ``smp:<encoder>``: the segmenter's encoder with a pooled linear head."""
@@ -80,8 +84,8 @@ class ClassifierConfig(StageConfig):
     """Probability above which validation counts an image as positive (MCC, precision, recall)."""
 
     @model_validator(mode="after")
-    def _no_crop(self) -> ClassifierConfig:
-        if self.frozen_epochs and not self.arch.startswith("smp:"):
+    def _check_encoder_settings(self) -> ClassifierConfig:
+        if self.frozen_epochs and not self.arch.startswith(CLASSIFIER_ENCODER_PREFIX):
             raise ValueError(f"frozen_epochs needs an encoder to freeze: arch 'smp:<encoder>', not {self.arch!r}")
         if self.augment.crop:
             raise ValueError("augment.crop is for the segmenter: a crop can cut the finding out of a labelled image")

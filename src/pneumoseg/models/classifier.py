@@ -17,10 +17,9 @@ import timm
 import torch
 from torch import nn
 
-from pneumoseg.config import ClassifierConfig
+from pneumoseg.config import CLASSIFIER_ENCODER_PREFIX, ClassifierConfig
 from pneumoseg.errors import ConfigError
 
-ENCODER_PREFIX = "smp:"
 HEAD_STAGES = 2
 """The head pools the two deepest encoder stages: the stride-16 stage still resolves a thin
 pleural line that the stride-32 stage blurs (on the demo's data the frozen features of both gave
@@ -70,8 +69,8 @@ def build_classifier(cfg: ClassifierConfig) -> nn.Module:
     Pretrained weights are never fetched here; :func:`pneumoseg.models.load_pretrained`
     loads a local file the user names.
     """
-    if cfg.arch.startswith(ENCODER_PREFIX):
-        encoder = cfg.arch.removeprefix(ENCODER_PREFIX)
+    if cfg.arch.startswith(CLASSIFIER_ENCODER_PREFIX):
+        encoder = cfg.arch.removeprefix(CLASSIFIER_ENCODER_PREFIX)
         try:
             return EncoderClassifier(encoder)
         except (KeyError, ValueError, RuntimeError) as exc:

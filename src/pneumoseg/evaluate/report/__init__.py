@@ -39,6 +39,7 @@ from pneumoseg.evaluate.report.tables import (
     split_summary,
     tune_systems,
 )
+from pneumoseg.errors import PneumosegError
 from pneumoseg.evaluate.validation import labelled_samples, outputs_from_runs, recorded_splits, validation_samples
 from pneumoseg.infer.outputs import ModelOutputs
 from pneumoseg.io import atomic_write_json, atomic_write_text
@@ -197,7 +198,7 @@ def build_report(cls_run: Path, seg_run: Path, images: Path, labels: Path, out_d
     ``test_images``/``test_labels`` are given), then :func:`compute_report`."""
     cls_run, seg_run = Path(cls_run), Path(seg_run)
     if (test_images is None) != (test_labels is None):
-        raise ValueError("give both test_images and test_labels, or neither")
+        raise PneumosegError("give --test-images and --test-labels together, or neither")
     common = dict(tta=tta, device=device, progress=progress)
     val_samples = validation_samples(seg_run, images, labels, splits_path=splits_path, fold=fold)
     validation = collect_report_outputs(cls_run, seg_run, val_samples, desc="validation", **common)
