@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from pneumoseg.data.datasets import Sample
+from pneumoseg.errors import PneumosegError
 from pneumoseg.evaluate.report.markdown import fmt, render_markdown
 from pneumoseg.evaluate.report.plots import write_plots
 from pneumoseg.evaluate.report.tables import (
@@ -39,7 +40,6 @@ from pneumoseg.evaluate.report.tables import (
     split_summary,
     tune_systems,
 )
-from pneumoseg.errors import PneumosegError
 from pneumoseg.evaluate.validation import labelled_samples, outputs_from_runs, recorded_splits, validation_samples
 from pneumoseg.infer.outputs import ModelOutputs
 from pneumoseg.io import atomic_write_json, atomic_write_text
