@@ -55,7 +55,8 @@ def test_summary_md_holds_the_headline_table_and_the_protocol(reduced_demo):
     assert "95% CI" in table and "Δ vs all-empty" in table and "Δ vs segmentation alone" in table
     for needle in ("healthy films given a mask", "Dice by pneumothorax size", "5,243 px at 1024²",
                    "optimistic: post-processing was tuned on it", "predict + evaluate (1024×1024)",
-                   "| torch threads |", "| seed | data 0", "run_demo("):
+                   "| torch threads |", "| seed | data 0", "run_demo(",
+                   "What the table says:", "The perfect-gate row is not a system", "| perfect gate + SWA (ceiling) |"):
         assert needle in md, needle
     assert summary["machine"]["cores"] >= 1 and summary["machine"]["torch"]
 

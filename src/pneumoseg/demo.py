@@ -30,6 +30,8 @@ from pneumoseg.evaluate.report.markdown import (
     OPTIMISTIC,
     ablation_table,
     false_positive_table,
+    findings,
+    oracle_note,
     size_cut_text,
     size_table,
     split_tables,
@@ -138,6 +140,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
              f"here. Dice is computed at {size}×{size} (min_area scaled from 1024×1024); 95% intervals are paired "
              "bootstrap over images (2000 resamples, seed 0). The talk's column is not ours (SIIM leaderboard).", "",
              TABLE_START, summary_table_markdown(summary).rstrip("\n"), TABLE_END, "",
+             *oracle_note(test["rows"]), *findings(test["rows"]),
              *submission_check(test["rows"], summary["submissions"], size),
              "## False positives on healthy films (test)", "", false_positive_table(test["rows"]),
              f"## Dice by pneumothorax size (test; {size_cut_text()})", "",

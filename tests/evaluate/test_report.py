@@ -14,6 +14,7 @@ from PIL import Image
 
 from pneumoseg.config import PostprocessConfig
 from pneumoseg.evaluate.report import compute_report
+from pneumoseg.evaluate.report.markdown import findings
 from pneumoseg.evaluate.report.tables import (
     TALK_ABLATION,
     ablation_rows,
@@ -82,7 +83,7 @@ def _rows(outputs, post=POST):
 def test_ablation_rows_match_hand_computation():
     out = hand_outputs()
     rows = _rows({"best": out, "swa": perfect_swa(out)})
-    assert list(rows) == ["all_empty", "seg_alone", "two_stage", "two_stage_swa", "two_stage_swa_tta"]
+    assert list(rows) == ["all_empty", "seg_alone", "two_stage", "two_stage_swa", "two_stage_swa_tta", "oracle_gate"]
     assert rows["all_empty"]["mean_dice"] == pytest.approx(0.5)
     # alone (the final segmenter, SWA): 1 (speck removed), 1, 0 (blob on a negative), 1
     assert rows["seg_alone"]["mean_dice"] == pytest.approx(0.75) and rows["seg_alone"]["checkpoint"] == "swa"
@@ -105,7 +106,7 @@ def test_false_positives_on_healthy_films_per_system():
     rows = _rows({"best": hand_outputs()})
     fp = {key: (r["fp_healthy"]["n"], r["fp_healthy"]["of"]) for key, r in rows.items() if r["fp_healthy"]}
     # image 2 is healthy and gets the blob from the segmenter alone; the gate (p 0.2) removes it
-    assert fp == {"all_empty": (0, 2), "seg_alone": (1, 2), "two_stage": (0, 2)}
+    assert fp == {"all_empty": (0, 2), "seg_alone": (1, 2), "two_stage": (0, 2), "oracle_gate": (0, 2)}
     assert rows["seg_alone"]["fp_healthy"]["rate"] == pytest.approx(0.5)
 
 
@@ -259,6 +260,35 @@ def test_panel_cases_best_median_worst():
     assert len(select_panel_cases(many, POST_NO_REMOVAL, max_rows=3)) == 3
 
 
+def test_the_perfect_gate_row_lets_exactly_the_true_positives_through():
+    """The ground truth gates, whatever the classifier says: a classifier that rejects every film
+    leaves two-stage at all-empty, while the ceiling is the segmenter's Dice on the positives."""
+    out = hand_outputs()
+    blind = ModelOutputs(out.image_ids, out.images, out.truth, out.seg_prob, np.zeros(4, np.float32))
+    rows = _rows({"best": blind})
+    assert rows["two_stage"]["mean_dice"] == pytest.approx(0.5)
+    # images 0 and 1 reach the segmenter (1 after speck removal, 16/24); 2 and 3 are gated out
+    oracle = rows["oracle_gate"]
+    assert oracle["mean_dice"] == pytest.approx((1 + 16 / 24 + 1 + 1) / 4)
+    assert oracle["checkpoint"] == "best" and oracle["oracle"] and oracle["fp_healthy"]["n"] == 0
+    assert oracle["delta_vs_empty"]["mean"] == pytest.approx((1 + 16 / 24 + 1 + 1) / 4 - 0.5)
+    assert "perfect gate" in oracle["system"]
+
+
+def test_findings_read_the_table_out_with_the_intervals():
+    out = hand_outputs()
+    rows = ablation_rows({"best": out, "swa": perfect_swa(out)}, fixed_systems({"best": out, "swa": perfect_swa(out)}))
+    text = "\n".join(findings(rows))
+    swa = next(r for r in rows if r["key"] == "two_stage_swa")
+    lo = swa["delta_vs_seg_alone"]["lo"]
+    expected = "better, the interval above 0" if lo > 0 else "no difference shown, the interval holds 0"
+    assert f"two-stage + SWA against segmentation alone (SWA): +0.2500 [{lo:+.4f}" in text
+    assert expected in text.splitlines()[2]
+    assert "1/2 by segmentation alone (SWA), 0/2 by two-stage + SWA" in text
+    assert "Behind a perfect gate the segmenter would score 1.0000, +0.5000" in text
+    assert findings([r for r in rows if r["key"] == "all_empty"]) == []
+
+
 def _is_png(path: Path) -> bool:
     with Image.open(path) as image:
         image.verify()
@@ -286,9 +316,9 @@ def test_compute_report_writes_markdown_json_and_plots(tmp_path):
 
     data = json.loads((folder / "report.json").read_text(), parse_constant=no_nan)
     rows = data["splits"]["test"]["rows"]
-    assert [r["key"] for r in rows][-1] == "two_stage_swa_tta"
+    assert [r["key"] for r in rows][-2:] == ["two_stage_swa_tta", "oracle_gate"]
     assert rows[2]["mean_dice"] == pytest.approx((1 + 16 / 24 + 1 + 1) / 4)
-    assert rows[-1]["mean_dice"] == pytest.approx(1.0)
+    assert rows[-2]["mean_dice"] == pytest.approx(1.0)
     assert data["splits"]["validation"]["rows"] == rows  # same outputs here
     assert data["classifier"]["metrics"]["tp"] == 2
     assert data["systems"][2]["postprocess"]["min_area"] == 8192

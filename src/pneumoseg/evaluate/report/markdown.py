@@ -10,6 +10,9 @@ from pneumoseg.evaluate.report.tables import SIZE_BUCKETS, SIZE_CUTS, TALK_SOURC
 from pneumoseg.infer.tune import describe_params
 
 OPTIMISTIC = "validation (optimistic: post-processing was tuned on it)"
+ORACLE_NOTE = ("The perfect-gate row is not a system: the ground truth decides which films reach the segmenter. "
+               "It is the score an ideal classifier would give this segmenter, so the gap between it and two-stage "
+               "is the classifier's, and the gap between it and 1.0 the segmenter's.")
 
 
 def _missing(value: Any) -> bool:
@@ -48,6 +51,42 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def oracle_note(rows: list[dict[str, Any]]) -> list[str]:
+    """What the perfect-gate row means (markdown lines), when the table has one."""
+    return [ORACLE_NOTE, ""] if any(r.get("oracle") for r in rows) else []
+
+
+def _verdict(interval: dict[str, float]) -> str:
+    if interval["lo"] > 0:
+        return "better, the interval above 0"
+    if interval["hi"] < 0:
+        return "worse, the interval below 0"
+    return "no difference shown, the interval holds 0"
+
+
+def findings(rows: list[dict[str, Any]]) -> list[str]:
+    """The table read out in words (markdown lines): the final two-stage system against
+    segmentation alone and against all-empty, the healthy films each marks, and the ceiling."""
+    by_key = {r["key"]: r for r in rows if r["mean_dice"] is not None}
+    final = by_key.get("two_stage_swa") or by_key.get("two_stage")
+    if final is None:
+        return []
+    lines = []
+    for other, field in (("seg_alone", "delta_vs_seg_alone"), ("all_empty", "delta_vs_empty")):
+        if final[field] is not None:
+            lines.append(f"- {final['system']} against {by_key[other]['system']}: {_delta(final[field])}, "
+                         f"{_verdict(final[field])}.")
+    seg, fp = by_key.get("seg_alone"), final["fp_healthy"]
+    if seg is not None:
+        lines.append(f"- Healthy films given a mask: {seg['fp_healthy']['n']}/{seg['fp_healthy']['of']} by "
+                     f"{seg['system']}, {fp['n']}/{fp['of']} by {final['system']}.")
+    oracle = by_key.get("oracle_gate")
+    if oracle is not None and oracle["delta_vs_empty"] is not None:
+        lines.append(f"- Behind a perfect gate the segmenter would score {fmt(oracle['mean_dice'])}, "
+                     f"{_delta(oracle['delta_vs_empty'])} against all-empty.")
+    return ["What the table says:", "", *lines, ""]
+
+
 def false_positive_table(rows: list[dict[str, Any]]) -> str:
     """Per system: the healthy films (no pneumothorax in truth) that got a non-empty mask."""
     lines = ["| system | healthy films given a mask | share |", "|---|---:|---:|"]
@@ -80,7 +119,7 @@ def split_tables(split: dict[str, Any], heading: str, intro: str) -> list[str]:
     """A split's ablation, false-positive and by-size tables under ``heading`` (markdown lines)."""
     n, n_pos = split["n_images"], split["n_positive"]
     return [heading, "", f"{n} images ({n_pos} with pneumothorax, {n - n_pos} without). {intro}", "",
-            ablation_table(split["rows"]),
+            ablation_table(split["rows"]), *oracle_note(split["rows"]), *findings(split["rows"]),
             "Healthy films given a non-empty mask (false positives of the system as a whole):", "",
             false_positive_table(split["rows"]),
             f"Mean Dice by pneumothorax size ({size_cut_text()}):", "",

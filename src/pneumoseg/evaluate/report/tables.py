@@ -14,6 +14,7 @@ TTA on both models, as ``pneumoseg predict --tta hflip`` does).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,8 @@ class System:
     tuned: TuneResult | None = None
     """The grid search that chose ``post`` (what ``pneumoseg tune`` saves)."""
     note: str = ""
+    oracle: bool = False
+    """The ground truth gates instead of the classifier: a ceiling for the segmenter, not a system."""
 
     @property
     def validation_dice(self) -> float | None:
@@ -69,7 +72,15 @@ class System:
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "system": self.name, "variant": self.variant, "gated": self.gated,
-                "postprocess": self.post_json(), "validation_dice": self.validation_dice, "note": self.note}
+                "oracle": self.oracle, "postprocess": self.post_json(), "validation_dice": self.validation_dice,
+                "note": self.note}
+
+    def outputs(self, outputs: dict[str, ModelOutputs]) -> ModelOutputs | None:
+        """The outputs this system is tuned and scored on (None: baseline, or not evaluated)."""
+        out = outputs.get(self.variant) if self.variant else None
+        if out is None or not self.oracle:
+            return out
+        return dataclasses.replace(out, cls_prob=out.truth_positive.astype(np.float32))
 
     @property
     def checkpoint(self) -> str:
@@ -106,7 +117,9 @@ def check_outputs(outputs: dict[str, ModelOutputs]) -> ModelOutputs:
 
 def system_list(outputs: dict[str, ModelOutputs]) -> list[System]:
     """The talk's ablation: all-empty, segmentation alone (the final segmenter, no gate),
-    two-stage (best), two-stage + SWA, two-stage + SWA + hflip TTA (+ TTA on best without SWA)."""
+    two-stage (best), two-stage + SWA, two-stage + SWA + hflip TTA (+ TTA on best without SWA);
+    then the final segmenter behind a perfect gate (the ground truth), which says how much of
+    the gap to a perfect score is the classifier's and how much the segmenter's."""
     final = final_key(outputs)
     no_swa = "the run has no swa.safetensors"
     systems = [System("all_empty", "all-empty baseline", None, gated=False),
@@ -118,6 +131,8 @@ def system_list(outputs: dict[str, ModelOutputs]) -> list[System]:
     else:
         systems.append(System("two_stage_swa_tta", "two-stage + SWA + hflip TTA", "swa+tta", gated=True,
                               note="not evaluated: --no-tta" if "swa" in outputs else no_swa))
+    systems.append(System("oracle_gate", f"perfect gate + {'SWA' if final == 'swa' else 'best'} (ceiling)", final,
+                          gated=True, oracle=True))
     return systems
 
 
@@ -133,7 +148,7 @@ def tune_systems(validation: dict[str, ModelOutputs], grid: TuneGrid | None = No
     check_outputs(validation)
     systems = system_list(validation)
     for system in systems:
-        out = validation.get(system.variant) if system.variant else None
+        out = system.outputs(validation)
         if out is None:
             continue
         if system.gated and out.cls_prob is None:
@@ -180,12 +195,12 @@ def _interval(mean_lo_hi: tuple[float, float, float]) -> dict[str, float]:
 
 def _system_masks(outputs: dict[str, ModelOutputs], system: System) -> np.ndarray | None:
     """The system's final masks on ``outputs`` (None when it cannot be scored there)."""
-    base = outputs["best"]
     if system.variant is None:
-        return np.zeros(base.truth.shape, bool)
-    if system.post is None or system.variant not in outputs:
+        return np.zeros(outputs["best"].truth.shape, bool)
+    out = system.outputs(outputs)
+    if system.post is None or out is None:
         return None
-    return predicted_masks(outputs[system.variant], system.post, gated=system.gated)
+    return predicted_masks(out, system.post, gated=system.gated)
 
 
 def ablation_rows(outputs: dict[str, ModelOutputs], systems: list[System]) -> list[dict[str, Any]]:
@@ -202,6 +217,7 @@ def ablation_rows(outputs: dict[str, ModelOutputs], systems: list[System]) -> li
     rows = []
     for s in systems:
         row = {"key": s.key, "system": s.name, "checkpoint": s.checkpoint, "gated": s.gated, "tta": s.tta,
+               "oracle": s.oracle,
                "n_images": len(base.image_ids), "talk": TALK_ABLATION.get(s.key),
                "postprocess": s.post_json(), "note": s.note,
                "mean_dice": None, "ci": None, "delta_vs_empty": None, "delta_vs_seg_alone": None,
