@@ -19,7 +19,7 @@ from benchmarks.timing import PeakRss, measure, row, target
 from pneumoseg import export
 from pneumoseg.config import load_config
 from pneumoseg.data.dicom import read_dicom
-from pneumoseg.data.preprocess import resize_to_uint8, to_model_input
+from pneumoseg.data.preprocess import IMAGENET, resize_to_uint8, to_model_input
 from pneumoseg.infer.pipeline import ModelRunner, TwoStagePipeline, torch_forward
 from pneumoseg.models import build_classifier, build_segmenter
 
@@ -111,7 +111,7 @@ def run(ctx) -> dict[str, Any]:
 
     result: dict[tuple, Any] = {}
     for size in sizes:
-        x1 = to_model_input(resize_to_uint8(image, size)).unsqueeze(0).numpy()
+        x1 = to_model_input(resize_to_uint8(image, size), IMAGENET).unsqueeze(0).numpy()
         for batch in plan[size]:
             x = np.repeat(x1, batch, axis=0)
             for kind in models:
@@ -143,10 +143,10 @@ def run(ctx) -> dict[str, Any]:
     pipeline_cost = {}
     for size in pipe_sizes:
         for backend in ("torch", "onnxruntime"):
-            seg_runner = ModelRunner(backends["segmenter"][backend], size)
+            seg_runner = ModelRunner(backends["segmenter"][backend], size, IMAGENET)
             times = {}
             for label, logit in (("negative", -10.0), ("positive", 10.0)):
-                cls_runner = ModelRunner(Gate(backends["classifier"][backend], logit), size)
+                cls_runner = ModelRunner(Gate(backends["classifier"][backend], logit), size, IMAGENET)
                 pipe = TwoStagePipeline(cls_runner, seg_runner, cfg.postprocess)
                 with PeakRss() as mem:
                     t = measure(lambda: pipe.predict([image]), repeat=reps[size], warmup=1)

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 from pneumoseg.cli import app
 from pneumoseg.data.dicom import read_dicom
 from pneumoseg.data.labels import read_labels
-from pneumoseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from pneumoseg.errors import PneumosegError
 from pneumoseg.infer.pipeline import build_torch_pipeline, load_postprocess
 from pneumoseg.infer.predict import predict_files
@@ -56,8 +55,10 @@ def test_export_writes_both_models_and_a_manifest(exported, tiny_runs):
         assert entry["file"] == f"{kind}.onnx" and entry["image_size"] == 64 and entry["opset"] == 17
         assert entry["input"]["name"] == "image" and entry["output"]["name"] == "logits"
         assert entry["input"]["shape"] == ["batch", 3, "height", "width"]
-        norm = entry["normalisation"]
-        assert norm["grey_to_channels"] == 3 and norm["mean"] == list(IMAGENET_MEAN) and norm["std"] == list(IMAGENET_STD)
+        norm, recorded = entry["normalisation"], json.loads((run / "run.json").read_text())["normalisation"]
+        # timm's pretrained_cfg of test_resnet (the tiny models' backbone) says mean = std = 0.5
+        assert norm["grey_to_channels"] == 3 and norm["mean"] == recorded["mean"] == [0.5] * 3
+        assert norm["std"] == recorded["std"] == [0.5] * 3
         assert entry["source"]["run"] == str(run.resolve()) and entry["source"]["checkpoint"] == checkpoint
         assert entry["source"]["weights_sha256"] and entry["check"]["max_abs_diff_vs_torch"] < TOLERANCE
     assert manifest["segmenter"]["postprocess"] == load_postprocess(tiny_runs.seg, seg_cfg.postprocess).model_dump()
@@ -92,7 +93,7 @@ def _gate_splitting_threshold(probs: np.ndarray) -> float:
     values = np.sort(probs)
     gaps = np.diff(values)
     i = int(np.argmax(gaps))
-    assert gaps[i] > 100 * TOLERANCE
+    assert gaps[i] > 10 * TOLERANCE  # the backends differ by at most TOLERANCE: no image can cross it
     return float((values[i] + values[i + 1]) / 2)
 
 

@@ -4,7 +4,7 @@
 folder. Both graphs take ``image`` (N, 3, H, W) float32 with dynamic batch, height and width and
 return ``logits`` ((N, 1) for the classifier, (N, 1, H, W) for the segmenter). ``onnx.json``
 records what a consumer needs to feed them and read their output: the input size each model was
-trained at, the normalisation (grey pixels replicated to 3 channels, /255, ImageNet mean/std),
+trained at, the normalisation (grey pixels replicated to 3 channels, /255, the run's mean/std),
 tensor names, opset, the source run and checkpoint (with its SHA-256) and the post-processing
 (the segmenter run's postprocess.json, else its config).
 
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pneumoseg.config import PostprocessConfig
-from pneumoseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_model_input
+from pneumoseg.data.preprocess import LEGACY, Normalisation, to_model_input
 from pneumoseg.errors import PneumosegError
 from pneumoseg.infer.pipeline import ModelRunner, TwoStagePipeline, load_postprocess
 from pneumoseg.io import atomic_save, atomic_write_json
@@ -49,13 +49,12 @@ def _require(module: str):
         raise PneumosegError(f"the ONNX back-end needs the {module} package: pip install 'pneumoseg[onnx]'") from None
 
 
-def _preprocessing(image_size: int) -> dict[str, Any]:
+def _preprocessing(image_size: int, normalisation: Normalisation) -> dict[str, Any]:
     return {
         "resize": f"to {image_size}x{image_size} (area interpolation when shrinking, else bilinear), rounded to uint8",
         "grey_to_channels": 3,
         "scale": 1 / 255,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        **normalisation.to_json(),
         "formula": "x[c] = (grey_uint8 / 255 - mean[c]) / std[c] for c in 0..2",
         "dtype": "float32",
         "layout": "NCHW",
@@ -158,7 +157,7 @@ def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[
         except onnx.checker.ValidationError as exc:
             raise PneumosegError(f"{path.name}: exported graph fails onnx.checker ({str(exc).splitlines()[0]})") from exc
         if check_outputs:
-            diff = _compare_with_torch(model, tmp, size)
+            diff = _compare_with_torch(model, tmp, size, trained.normalisation)
             if diff is not None:
                 extra["check"] = diff
 
@@ -185,7 +184,7 @@ def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[
         "image_size": size,
         "input": input_spec,
         "output": {"name": OUTPUT_NAME, "shape": output_shape, "dtype": "float32", "activation": "sigmoid"},
-        "normalisation": _preprocessing(size),
+        "normalisation": _preprocessing(size, trained.normalisation),
         "source": {
             "run": str(Path(trained.run_dir).resolve()),
             "checkpoint": trained.checkpoint,
@@ -197,7 +196,7 @@ def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[
     }
 
 
-def _compare_with_torch(model, onnx_path: Path, size: int) -> dict[str, Any] | None:
+def _compare_with_torch(model, onnx_path: Path, size: int, normalisation: Normalisation) -> dict[str, Any] | None:
     """ONNX Runtime vs PyTorch on one random grey image at the model's size; raises when they differ."""
     try:
         import onnxruntime  # noqa: F401
@@ -206,7 +205,7 @@ def _compare_with_torch(model, onnx_path: Path, size: int) -> dict[str, Any] | N
     import torch
 
     grey = np.random.default_rng(0).integers(0, 256, (1, size, size), dtype=np.uint8)
-    x = to_model_input(grey)
+    x = to_model_input(grey, normalisation)
     with torch.no_grad():
         expected = model(x).float().numpy()
     got = onnx_forward(onnx_path)(x.numpy())
@@ -304,12 +303,18 @@ def build_onnx_pipeline(onnx_dir: Path, *, seg_only: bool = False, tta: bool = F
             post = PostprocessConfig.model_validate(seg.get("postprocess", {}))
         except ValueError as exc:
             raise PneumosegError(f"{onnx_dir / MANIFEST}: bad segmenter.postprocess ({str(exc).splitlines()[0]})") from None
-    cls_runner = None
-    if not seg_only:
-        cls = manifest["classifier"]
-        cls_runner = ModelRunner(onnx_forward(onnx_dir / cls["file"], providers), int(cls["image_size"]), tta)
-    seg_runner = ModelRunner(onnx_forward(onnx_dir / seg["file"], providers), int(seg["image_size"]), tta)
+    cls_runner = None if seg_only else _onnx_runner(onnx_dir, manifest["classifier"], providers, tta)
+    seg_runner = _onnx_runner(onnx_dir, seg, providers, tta)
     return TwoStagePipeline(cls_runner, seg_runner, post)
+
+
+def _onnx_runner(onnx_dir: Path, entry: dict[str, Any], providers: tuple[str, ...] | list[str],
+                 tta: bool) -> ModelRunner:
+    """One manifest entry as a :class:`ModelRunner`, normalised as the manifest records."""
+    where = str(Path(onnx_dir) / MANIFEST)
+    normalisation = Normalisation.from_json(entry["normalisation"], where) if "normalisation" in entry else LEGACY
+    return ModelRunner(onnx_forward(Path(onnx_dir) / entry["file"], providers), int(entry["image_size"]),
+                       normalisation, tta)
 
 
 def render_export(manifest: dict[str, Any], out_dir: Path) -> str:

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from pneumoseg.data.cache import ImageCache
 from pneumoseg.data.labels import ImageLabel, LabelSet, label_mask
-from pneumoseg.data.preprocess import resize_mask, to_model_input
+from pneumoseg.data.preprocess import IMAGENET, Normalisation, resize_mask, to_model_input
 from pneumoseg.errors import PneumosegError
 
 
@@ -46,8 +46,9 @@ class XrayDataset(Dataset):
     """
 
     def __init__(self, samples: list[Sample], cache: ImageCache, transform: A.Compose | None = None,
-                 *, with_mask: bool = True, seed: int = 0):
+                 *, with_mask: bool = True, seed: int = 0, normalisation: Normalisation = IMAGENET):
         self.samples = samples
+        self.normalisation = normalisation
         self.cache = cache
         self.transform = transform
         self.with_mask = with_mask
@@ -74,7 +75,7 @@ class XrayDataset(Dataset):
             out = self.transform(image=image, mask=mask) if mask is not None else self.transform(image=image)
             image, mask = out["image"], out.get("mask")
         item: dict[str, torch.Tensor | int] = {
-            "image": to_model_input(image),
+            "image": to_model_input(image, self.normalisation),
             "label": torch.tensor([float(sample.positive)]),
             "index": index,
         }

@@ -1,17 +1,56 @@
 """Turning a decoded X-ray into model input: resize to the working resolution, normalise.
 
-Grey pixels are replicated to three channels and normalised with the ImageNet statistics
-that timm/smp encoders expect, so pretrained weights can be used unchanged.
+Grey pixels are replicated to three channels, scaled to [0, 1] and normalised with the mean
+and std of the encoder's pretrained weights (a :class:`Normalisation`; which one a model uses
+is decided by :mod:`pneumoseg.models.normalisation` and recorded with every run).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
+from pneumoseg.errors import PneumosegError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """``x[c] = (grey / 255 - mean[c]) / std[c]``; ``source`` says where the numbers came from."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        values = (*self.mean, *self.std)
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(math.isfinite(v) for v in values) \
+                or min(self.std) <= 0:
+            raise ValueError(f"normalisation needs 3 finite means and 3 positive stds, got {self.mean}, {self.std}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "source": self.source}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> Normalisation:
+        """Read a :meth:`to_json` dict; ``where`` names the file in the one-line error."""
+        try:
+            return cls(tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]),
+                       str(data.get("source", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PneumosegError(f"{where}: bad normalisation entry ({exc})") from None
+
+
+IMAGENET = Normalisation(IMAGENET_MEAN, IMAGENET_STD, "ImageNet")
+LEGACY = Normalisation(IMAGENET_MEAN, IMAGENET_STD, "ImageNet: the run records none (made before pneumoseg did)")
+"""What runs that record no normalisation were trained with."""
 
 
 def resize_to_uint8(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -27,9 +66,9 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return resized >= 0.5
 
 
-def to_model_input(images: np.ndarray) -> torch.Tensor:
+def to_model_input(images: np.ndarray, normalisation: Normalisation) -> torch.Tensor:
     """uint8 grey ``(H, W)`` or ``(N, H, W)`` → normalised float tensor ``(3, H, W)`` or ``(N, 3, H, W)``."""
     grey = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(normalisation.mean).view(3, 1, 1)
+    std = torch.tensor(normalisation.std).view(3, 1, 1)
     return (grey.unsqueeze(-3) - mean) / std

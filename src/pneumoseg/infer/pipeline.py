@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pneumoseg.config import PostprocessConfig
-from pneumoseg.data.preprocess import resize_to_uint8, to_model_input
+from pneumoseg.data.preprocess import Normalisation, resize_to_uint8, to_model_input
 from pneumoseg.infer.postprocess import REFERENCE_SIZE, postprocess, resize_prob
 from pneumoseg.infer.tta import Forward, hflip_tta
 from pneumoseg.models.trained import TrainedModel, load_trained
@@ -44,18 +44,26 @@ def torch_forward(model: torch.nn.Module, device: torch.device | str = "cpu", *,
 
 @dataclass
 class ModelRunner:
-    """One model at its own input size; returns probabilities for a list of [0,1] images."""
+    """One model at its own input size and normalisation; returns probabilities for a list of [0,1] images."""
 
     forward: Forward
     image_size: int
+    normalisation: Normalisation
     tta: bool = False
 
     def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
         batch = np.stack([resize_to_uint8(image, self.image_size) for image in images])
-        x = to_model_input(batch).numpy()
+        x = to_model_input(batch, self.normalisation).numpy()
         forward = hflip_tta(self.forward) if self.tta else self.forward
         logits = forward(x)
         return _sigmoid(logits[:, 0]).astype(np.float32)
+
+
+def torch_runner(trained: TrainedModel, device: torch.device | str = "cpu", *, autocast: bool = False,
+                 tta: bool = False) -> ModelRunner:
+    """A trained model as a :class:`ModelRunner` at its own input size and normalisation."""
+    return ModelRunner(torch_forward(trained.model, device, autocast=autocast), trained.image_size,
+                       trained.normalisation, tta)
 
 
 @dataclass
@@ -134,7 +142,6 @@ def build_torch_pipeline(cls_run: Path | None, seg_run: Path, *, seg_checkpoint:
     post = post or load_postprocess(seg_run, segmenter.config.postprocess, gated=classifier is not None)
     # bf16 where the run trained in bf16 (runtime.amp on CUDA or a CPU with native bf16).
     autocast = use_autocast(segmenter.config.runtime, torch.device(device))
-    cls_runner = (ModelRunner(torch_forward(classifier.model, device, autocast=autocast), classifier.image_size, tta)
-                  if classifier else None)
-    seg_runner = ModelRunner(torch_forward(segmenter.model, device, autocast=autocast), segmenter.image_size, tta)
+    cls_runner = torch_runner(classifier, device, autocast=autocast, tta=tta) if classifier else None
+    seg_runner = torch_runner(segmenter, device, autocast=autocast, tta=tta)
     return TwoStagePipeline(cls_runner, seg_runner, post)

@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from pneumoseg.config import Config
+from pneumoseg.data.preprocess import LEGACY, Normalisation
 from pneumoseg.errors import PneumosegError
 from pneumoseg.models.classifier import build_classifier
 from pneumoseg.models.segmenter import build_segmenter
@@ -22,6 +23,8 @@ class TrainedModel:
     config: Config
     run_dir: Path
     checkpoint: str  # "best" | "swa"
+    normalisation: Normalisation = LEGACY
+    """Recorded in the checkpoint; runs that record none were trained with ImageNet statistics."""
 
     @property
     def image_size(self) -> int:
@@ -58,4 +61,5 @@ def load_trained(run_dir: Path, which: str = "auto", *, expect: str | None = Non
     model = build_classifier(config.classifier) if kind == "classifier" else build_segmenter(config.segmenter)
     load_model_state(model, path)
     model.eval()
-    return TrainedModel(kind, model, config, Path(run_dir), path.stem)
+    normalisation = Normalisation.from_json(meta["normalisation"], str(source)) if "normalisation" in meta else LEGACY
+    return TrainedModel(kind, model, config, Path(run_dir), path.stem, normalisation)

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from pneumoseg.config import Config, StageConfig, save_config
+from pneumoseg.data.preprocess import IMAGENET, Normalisation
 from pneumoseg.errors import PneumosegError
 from pneumoseg.io import atomic_write_text
 from pneumoseg.runtime import use_autocast
@@ -55,6 +56,8 @@ class Stage:
     frozen_epochs: int = 0
     set_frozen: Callable[[nn.Module, bool], None] | None = None
     swa_window: tuple[int, int] | None = None
+    normalisation: Normalisation = IMAGENET
+    """The encoder's input normalisation, saved in every checkpoint (:mod:`pneumoseg.models.normalisation`)."""
 
 
 @dataclass
@@ -201,7 +204,8 @@ class Trainer:
                                  f"resume with the run's own config, or train into a new --out folder")
 
     def _checkpoint_meta(self, epoch: int | str, metrics: dict[str, Any]) -> dict[str, Any]:
-        return {"kind": self.stage.kind, "epoch": epoch, "metrics": metrics, "config": self.config.model_dump(mode="json")}
+        return {"kind": self.stage.kind, "epoch": epoch, "metrics": metrics, "config": self.config.model_dump(mode="json"),
+                "normalisation": self.stage.normalisation.to_json()}
 
     # -- training --------------------------------------------------------------------------
     def _train_model(self, frozen: bool) -> nn.Module:

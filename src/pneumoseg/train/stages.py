@@ -26,7 +26,13 @@ from pneumoseg.data.splits import load_or_create_splits
 from pneumoseg.errors import PneumosegError
 from pneumoseg.evaluate.metrics import SegmentationMetric, classification_metrics
 from pneumoseg.io import atomic_write_json
-from pneumoseg.models import build_classifier, build_segmenter, load_pretrained
+from pneumoseg.models import (
+    build_classifier,
+    build_segmenter,
+    classifier_normalisation,
+    load_pretrained,
+    segmenter_normalisation,
+)
 from pneumoseg.models.segmenter import set_encoder_frozen
 from pneumoseg.runtime import configure_torch
 from pneumoseg.train import distributed
@@ -103,11 +109,12 @@ def _load_weights(model: nn.Module, pretrained: Path | None, *, strip_prefix: st
     say(load_pretrained(model, pretrained, strip_prefix=strip_prefix).summary())
 
 
-def _datasets(config: Config, stage_cfg: StageConfig, train: list[Sample], val: list[Sample], *, with_mask: bool):
-    cache = ImageCache(stage_cfg.image_size, Path(config.data.cache_dir) if config.data.cache_dir else None,
+def _datasets(config: Config, stage: Stage, train: list[Sample], val: list[Sample]):
+    cache = ImageCache(stage.cfg.image_size, Path(config.data.cache_dir) if config.data.cache_dir else None,
                        enabled=config.data.cache)
-    train_set = XrayDataset(train, cache, build_train_transform(stage_cfg.augment), with_mask=with_mask, seed=config.seed)
-    val_set = XrayDataset(val, cache, None, with_mask=with_mask, seed=config.seed)
+    common = dict(with_mask=stage.kind == "segmenter", seed=config.seed, normalisation=stage.normalisation)
+    train_set = XrayDataset(train, cache, build_train_transform(stage.cfg.augment), **common)
+    val_set = XrayDataset(val, cache, None, **common)
     return train_set, val_set
 
 
@@ -120,7 +127,8 @@ def classifier_stage(config: Config, pretrained: Path | None = None) -> Stage:
                  loss_fn=lambda logits, batch: bce(logits, batch["label"]),
                  new_meter=lambda: ClassifierMeter(config.classifier.threshold), select_metric="mcc",
                  frozen_epochs=config.classifier.frozen_epochs,
-                 set_frozen=set_encoder_frozen if config.classifier.frozen_epochs else None)
+                 set_frozen=set_encoder_frozen if config.classifier.frozen_epochs else None,
+                 normalisation=classifier_normalisation(config.classifier))
 
 
 def segmenter_stage(config: Config, pretrained: Path | None = None) -> Stage:
@@ -131,7 +139,8 @@ def segmenter_stage(config: Config, pretrained: Path | None = None) -> Stage:
     loss = DiceBCELoss(cfg.dice_weight, cfg.bce_weight)
     return Stage(kind="segmenter", model=model, cfg=cfg, loss_fn=lambda logits, batch: loss(logits, batch["mask"]),
                  new_meter=SegmenterMeter, select_metric="iou", frozen_epochs=cfg.frozen_epochs,
-                 set_frozen=set_encoder_frozen, swa_window=(cfg.swa_start, cfg.swa_end))
+                 set_frozen=set_encoder_frozen, swa_window=(cfg.swa_start, cfg.swa_end),
+                 normalisation=segmenter_normalisation(cfg))
 
 
 def segmenter_samples(samples: list[Sample], negative_fraction: float, seed: int) -> list[Sample]:
@@ -146,12 +155,15 @@ def segmenter_samples(samples: list[Sample], negative_fraction: float, seed: int
 def _fit(stage: Stage, config: Config, split: SplitData, train: list[Sample], val: list[Sample], out: Path,
          *, resume: bool, progress: bool) -> FitResult:
     configure_torch(config.runtime)
-    train_set, val_set = _datasets(config, stage.cfg, train, val, with_mask=stage.kind == "segmenter")
+    train_set, val_set = _datasets(config, stage, train, val)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if distributed.env_info().is_main:  # under torchrun only rank 0 writes
         atomic_write_json(out / "run.json", {"stage": stage.kind, "splits": str(split.splits_path.resolve()),
-                                             "n_train": len(train), "n_val": len(val)})
+                                             "n_train": len(train), "n_val": len(val),
+                                             "normalisation": stage.normalisation.to_json()})
+        tqdm.write(f"input normalisation: mean {list(stage.normalisation.mean)}, std {list(stage.normalisation.std)} "
+                   f"({stage.normalisation.source})")
     return Trainer(stage, train_set, val_set, config, out, progress=progress).fit(resume=resume)
 
 
