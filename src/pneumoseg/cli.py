@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+USER_CHOSE_OFFLINE = "HF_HUB_OFFLINE" in os.environ
+"""Whether the user set HF_HUB_OFFLINE; if not, the CLI is offline except where weights are asked for."""
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -84,6 +86,35 @@ def evaluate(
         atomic_write_text(per_image, result.per_image.to_csv(index=False))
 
 
+def _allow_weight_downloads() -> None:
+    """Let the libraries download weights, unless the user set HF_HUB_OFFLINE themselves."""
+    if not USER_CHOSE_OFFLINE:
+        from huggingface_hub import constants
+
+        os.environ["HF_HUB_OFFLINE"] = "0"
+        constants.HF_HUB_OFFLINE = False
+
+
+weights_app = typer.Typer(help="Pretrained weights for air-gapped machines.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    out: Annotated[Path, typer.Option(help="Folder for the weight files (created).")],
+    config: Annotated[str, typer.Option("--config", help="Preset name (demo, siim) or a YAML file.")] = "siim",
+) -> None:
+    """Download both stages' ImageNet weights through timm/smp (filling their caches) and save
+    them as files that `train --pretrained FILE` accepts: run it where there is internet, copy
+    the folder to the training server."""
+    from pneumoseg.config import load_config
+    from pneumoseg.models.imagenet import fetch_weights
+
+    _allow_weight_downloads()
+    for path in fetch_weights(load_config(config), out, config):
+        typer.echo(f"wrote {path}")
+
+
 train_app = typer.Typer(help="Train the classifier (cls) or the segmenter (seg).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
@@ -93,7 +124,7 @@ ConfigOpt = Annotated[str, typer.Option("--config", help="Preset name (demo, sii
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field, e.g. --set segmenter.epochs=3 (repeatable).")]
 OutOpt = Annotated[Path, typer.Option(help="Run folder for checkpoints, metrics.csv, curves.png and config.yaml.")]
 FoldOpt = Annotated[int, typer.Option(help="Which fold of splits.json to train (k-fold: data.n_folds).")]
-PretrainedOpt = Annotated[Optional[Path], typer.Option(help="Local weight file (.safetensors/.pth, timm/smp state dict or a pneumoseg checkpoint). Without it training starts from scratch; nothing is downloaded.")]
+PretrainedOpt = Annotated[Optional[Path], typer.Option(help="Local weight file (.safetensors/.pth, timm/smp state dict or a pneumoseg checkpoint), or 'imagenet': the recipe's ImageNet weights through timm/smp's own cache, downloaded when there is internet and HF_HUB_OFFLINE is not set (`pneumoseg weights fetch` saves them as files). Without it training starts from scratch.")]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue from the run folder's last saved epoch.")]
 SplitsOpt = Annotated[Optional[Path], typer.Option(help="splits.json to reuse or create (default: beside the labels CSV).")]
 
@@ -105,6 +136,8 @@ def _train(kind: str, images: Path, labels: Path, config: str, overrides: list[s
     from pneumoseg.train.stages import train_classifier, train_segmenter
 
     cfg = load_config(config, overrides or [])
+    if pretrained is not None and str(pretrained) == "imagenet":
+        _allow_weight_downloads()
     train = train_classifier if kind == "cls" else train_segmenter
     result = train(images, labels, cfg, out, fold=fold, pretrained=pretrained, resume=resume, splits_path=splits)
     metric = "mcc" if kind == "cls" else "iou"

@@ -30,9 +30,9 @@ class EncoderClassifier(nn.Module):
     """An smp encoder; max and mean pooling of its last ``HEAD_STAGES`` feature maps; BatchNorm
     and one linear logit. Max pooling keeps a small local finding that mean pooling dilutes."""
 
-    def __init__(self, encoder_name: str):
+    def __init__(self, encoder_name: str, weights: str | None = None):
         super().__init__()
-        self.encoder = smp.encoders.get_encoder(encoder_name, in_channels=3, weights=None)
+        self.encoder = smp.encoders.get_encoder(encoder_name, in_channels=3, weights=weights)
         width = 2 * sum(self.encoder.out_channels[-HEAD_STAGES:])
         self.head = nn.Sequential(nn.BatchNorm1d(width), nn.Linear(width, 1))
         self.encoder_frozen = False
@@ -63,16 +63,17 @@ class EncoderClassifier(nn.Module):
         return self
 
 
-def build_classifier(cfg: ClassifierConfig) -> nn.Module:
+def build_classifier(cfg: ClassifierConfig, *, encoder_weights: str | None = None) -> nn.Module:
     """Build ``cfg.arch`` with random weights and a single output logit.
 
-    Pretrained weights are never fetched here; :func:`pneumoseg.models.load_pretrained`
-    loads a local file the user names.
+    ``encoder_weights`` ("imagenet", ``smp:`` encoders only) is smp's pretrained encoder, used
+    by :mod:`pneumoseg.models.imagenet`; a local file is loaded by
+    :func:`pneumoseg.models.load_pretrained`.
     """
     if cfg.arch.startswith(CLASSIFIER_ENCODER_PREFIX):
         encoder = cfg.arch.removeprefix(CLASSIFIER_ENCODER_PREFIX)
         try:
-            return EncoderClassifier(encoder)
+            return EncoderClassifier(encoder, encoder_weights)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"classifier.arch {cfg.arch!r}: {exc}") from None
     try:

@@ -9,10 +9,12 @@ from pneumoseg.config import SegmenterConfig
 from pneumoseg.errors import ConfigError
 
 
-def build_segmenter(cfg: SegmenterConfig) -> nn.Module:
-    """Build ``smp.create_model(cfg.arch, cfg.encoder)`` with one output channel and random weights."""
+def build_segmenter(cfg: SegmenterConfig, *, encoder_weights: str | bool | None = None) -> nn.Module:
+    """Build ``smp.create_model(cfg.arch, cfg.encoder)`` with one output channel and random weights
+    (``encoder_weights``: smp's pretrained encoder, used by :mod:`pneumoseg.models.imagenet`)."""
     try:
-        return smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=None, in_channels=3, classes=1)
+        return smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=encoder_weights, in_channels=3,
+                                classes=1)
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"segmenter {cfg.arch}/{cfg.encoder}: {exc}") from None
 

@@ -33,6 +33,7 @@ from pneumoseg.models import (
     load_pretrained,
     segmenter_normalisation,
 )
+from pneumoseg.models.imagenet import imagenet_classifier, imagenet_segmenter, is_imagenet
 from pneumoseg.models.segmenter import set_encoder_frozen
 from pneumoseg.runtime import configure_torch
 from pneumoseg.train import distributed
@@ -101,12 +102,16 @@ class SegmenterMeter:
         return {k: float(scores[k]) for k in ("iou", "f1", "f2")}
 
 
+def _say(text: str) -> None:
+    if distributed.env_info().is_main:
+        tqdm.write(text)
+
+
 def _load_weights(model: nn.Module, pretrained: Path | None, *, strip_prefix: str | None = None) -> None:
-    say = tqdm.write if distributed.env_info().is_main else (lambda _: None)
     if pretrained is None:
-        say("no --pretrained weights given: training starts from random initialisation")
+        _say("no --pretrained weights given: training starts from random initialisation")
         return
-    say(load_pretrained(model, pretrained, strip_prefix=strip_prefix).summary())
+    _say(load_pretrained(model, pretrained, strip_prefix=strip_prefix).summary())
 
 
 def _datasets(config: Config, stage: Stage, train: list[Sample], val: list[Sample]):
@@ -118,10 +123,15 @@ def _datasets(config: Config, stage: Stage, train: list[Sample], val: list[Sampl
     return train_set, val_set
 
 
-def classifier_stage(config: Config, pretrained: Path | None = None) -> Stage:
+def classifier_stage(config: Config, pretrained: Path | str | None = None) -> Stage:
+    """``pretrained``: a local weight file, "imagenet" (the libraries' cache) or None (scratch)."""
     torch.manual_seed(config.seed)
-    model = build_classifier(config.classifier)
-    _load_weights(model, pretrained)
+    if is_imagenet(pretrained):
+        model = imagenet_classifier(config.classifier, config.name)
+        _say(f"pretrained: ImageNet weights for {config.classifier.arch} from the timm/smp cache")
+    else:
+        model = build_classifier(config.classifier)
+        _load_weights(model, pretrained)
     bce = nn.BCEWithLogitsLoss()
     return Stage(kind="classifier", model=model, cfg=config.classifier,
                  loss_fn=lambda logits, batch: bce(logits, batch["label"]),
@@ -131,11 +141,16 @@ def classifier_stage(config: Config, pretrained: Path | None = None) -> Stage:
                  normalisation=classifier_normalisation(config.classifier))
 
 
-def segmenter_stage(config: Config, pretrained: Path | None = None) -> Stage:
+def segmenter_stage(config: Config, pretrained: Path | str | None = None) -> Stage:
+    """``pretrained``: a local weight file for the encoder, "imagenet" (the smp cache) or None."""
     cfg = config.segmenter
     torch.manual_seed(config.seed)
-    model = build_segmenter(cfg)
-    _load_weights(model.encoder, pretrained, strip_prefix="encoder.")
+    if is_imagenet(pretrained):
+        model = imagenet_segmenter(cfg, config.name)
+        _say(f"pretrained: ImageNet weights for the {cfg.encoder} encoder from the smp cache")
+    else:
+        model = build_segmenter(cfg)
+        _load_weights(model.encoder, pretrained, strip_prefix="encoder.")
     loss = DiceBCELoss(cfg.dice_weight, cfg.bce_weight)
     return Stage(kind="segmenter", model=model, cfg=cfg, loss_fn=lambda logits, batch: loss(logits, batch["mask"]),
                  new_meter=SegmenterMeter, select_metric="iou", frozen_epochs=cfg.frozen_epochs,
@@ -168,7 +183,7 @@ def _fit(stage: Stage, config: Config, split: SplitData, train: list[Sample], va
 
 
 def train_classifier(images: Path, labels: Path, config: Config, out: Path, *, fold: int = 0,
-                     pretrained: Path | None = None, resume: bool = False, splits_path: Path | None = None,
+                     pretrained: Path | str | None = None, resume: bool = False, splits_path: Path | None = None,
                      progress: bool = True) -> FitResult:
     """Train the first stage on all labelled images of the split; best checkpoint by validation MCC."""
     split = load_split(images, labels, config, fold=fold, splits_path=splits_path)
@@ -177,7 +192,7 @@ def train_classifier(images: Path, labels: Path, config: Config, out: Path, *, f
 
 
 def train_segmenter(images: Path, labels: Path, config: Config, out: Path, *, fold: int = 0,
-                    pretrained: Path | None = None, resume: bool = False, splits_path: Path | None = None,
+                    pretrained: Path | str | None = None, resume: bool = False, splits_path: Path | None = None,
                     progress: bool = True) -> FitResult:
     """Train the second stage on the positive images (plus a configurable share of negatives),
     validated on the split's positive images; best checkpoint by IoU, plus the SWA checkpoint."""
