@@ -1,26 +1,20 @@
 """Read chest X-ray DICOM files as grey images in [0, 1], air dark.
 
 :func:`read_dicom` decodes the first frame of any image pydicom can decode (native or
-compressed transfer syntaxes, through pydicom's decoder plugins) and normalises it:
-
-- MONOCHROME1 (bright = air) is inverted, so air is always dark;
-- values are scaled by the range ``BitsStored`` allows (0..255 for 8 bits, 0..4095 for
-  12 bits); when pixels fall outside that range (a wrong header: a compressed stream of
-  higher precision; pydicom masks native data to ``BitsStored``) their actual range is used;
-- colour images become grey by ITU-R BT.601 luminance (the weights Pillow and OpenCV use);
-  YCbCr data is converted to RGB by pydicom first;
-- a multi-frame file gives its first frame (with a logged warning).
-
-Rescale Slope/Intercept and VOI windows are ignored: for display-ready radiographs they are
-linear maps that the range scaling undoes anyway.
+compressed transfer syntaxes, through pydicom's decoder plugins), checks that the header
+describes the pixel data it holds, and turns stored values into display grey
+(:mod:`pneumoseg.data.intensity`: Modality LUT, VOI LUT or window, Presentation LUT Shape,
+MONOCHROME1, PALETTE COLOR; pixel spacing). A multi-frame file gives its first frame (with a
+logged warning).
 
 Errors
 ------
 Every failure raises :class:`pneumoseg.errors.DicomReadError` with a one-line message
 ``"<path>: <reason>"``: not a DICOM file, a truncated or corrupt file, no Pixel Data, an
 unsupported transfer syntax, a compressed transfer syntax whose decoder is not installed
-(the reason lists the packages to ``pip install``, as pydicom's plugins declare them), or
-pixel data that fails to decode.
+(the reason lists the packages to ``pip install``, as pydicom's plugins declare them), pixel
+data that fails to decode, or a header that disagrees with the pixel data (Rows × Columns,
+samples per pixel or length; the compressed stream's own dimensions).
 """
 
 from __future__ import annotations
@@ -34,18 +28,18 @@ from typing import BinaryIO
 
 import numpy as np
 import pydicom
+from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import as_pixel_options, get_decoder
 from pydicom.pixels.decoders.base import Decoder
 from pydicom.uid import JPEGBaseline8Bit, UID
 
+from pneumoseg.data.intensity import display_grey, pixel_spacing
 from pneumoseg.errors import DicomReadError
 
 logger = logging.getLogger(__name__)
-
-# ITU-R BT.601 luma weights for R, G, B (Pillow's "L" mode and OpenCV's RGB2GRAY use them).
-_LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 # pydicom tries pylibjpeg before Pillow for JPEG Baseline. Pillow (libjpeg-turbo) is ~2.5x
 # faster on the SIIM files and bit-identical to a plain JPEG decode (what PIL/OpenCV give
@@ -67,8 +61,9 @@ class DicomImage:
     path: Path
     pixels: np.ndarray  # 2-D float32 in [0, 1], air dark
     image_id: str  # SOPInstanceUID, or the file stem when the tag is missing
-    spacing: tuple[float, float] | None  # (row, column) mm
+    spacing: tuple[float, float] | None  # (row, column) mm at the patient where known
     dataset: pydicom.Dataset  # the full header, kept to build DICOM SEG objects on it
+    spacing_source: str | None = None  # which header gave ``spacing`` (intensity.Spacing.source)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -95,18 +90,14 @@ def read_dicom_bytes(data: bytes, name: str = "upload.dcm") -> DicomImage:
 def _decode_image(ds: Dataset, path: Path) -> DicomImage:
     """The normalised first frame of a dataset read from ``path`` (named in errors)."""
     frame, props = _decode_first_frame(ds, path)
-    low, high = _value_range(frame, int(props["bits_stored"]), bool(props["pixel_representation"]))
-    grey = _to_grey(frame, str(props["photometric_interpretation"]), path)
-    pixels = _scale_to_unit(grey, low, high)
-    if props["photometric_interpretation"] == "MONOCHROME1":
-        pixels = 1.0 - pixels
-    return DicomImage(
-        path=path,
-        pixels=pixels,
-        image_id=_image_id(ds, path),
-        spacing=_pixel_spacing(ds),
-        dataset=ds,
-    )
+    photometric = str(props["photometric_interpretation"])
+    try:
+        pixels = display_grey(frame, ds, photometric, int(props["bits_stored"]), bool(props["pixel_representation"]))
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise _read_error(path, _one_line(exc)) from None
+    spacing = pixel_spacing(ds)
+    return DicomImage(path=path, pixels=pixels, image_id=_image_id(ds, path), spacing=spacing.mm if spacing else None,
+                      dataset=ds, spacing_source=spacing.source if spacing else None)
 
 
 def read_image_id(path: str | PathLike[str]) -> str:
@@ -150,13 +141,57 @@ def _decode_first_frame(ds: Dataset, path: Path) -> tuple[np.ndarray, dict[str, 
     decoder = _decoder_for(UID(tsyntax), path)
     try:
         options = as_pixel_options(ds)
+    except Exception as exc:  # a missing or malformed pixel-description tag
+        raise _read_error(path, f"bad image pixel description: {_one_line(exc)}") from exc
+    _check_stored_size(ds, options, decoder, path)
+    try:
         frame, props = decoder.as_array(ds, index=0, decoding_plugin=_plugin_for(decoder), **options)
     except Exception as exc:  # any failure of the plugins or header validation
         reason = f"cannot decode {decoder.UID.name} pixel data: {_one_line(exc)}"
         raise _read_error(path, reason) from exc
     if options["number_of_frames"] > 1:
         logger.warning("%s: %s frames, using the first", path, options["number_of_frames"])
+    _check_frame_shape(frame, options, path)
     return frame, props
+
+
+def _header_size(options: dict) -> str:
+    samples = int(options["samples_per_pixel"])
+    return f"{options['rows']}×{options['columns']}" + (f"×{samples}" if samples > 1 else "")
+
+
+def _check_stored_size(ds: Dataset, options: dict, decoder: Decoder, path: Path) -> None:
+    """The header's Rows × Columns (× samples) against what the Pixel Data holds: the byte count
+    of native data, the codestream's own dimensions for compressed data that Pillow can parse
+    (JPEG, JPEG 2000). pydicom would otherwise reshape or truncate silently."""
+    rows, columns, samples = int(options["rows"]), int(options["columns"]), int(options["samples_per_pixel"])
+    if decoder.is_native:
+        bits = int(options["bits_allocated"])
+        if bits % 8:
+            return  # 1-bit data: no radiograph
+        expected = rows * columns * samples * (bits // 8) * int(options["number_of_frames"])
+        actual = len(ds.PixelData)
+        if actual > expected + 1:  # one byte of padding to an even length is allowed
+            raise _read_error(path, f"the header says {_header_size(options)} pixels ({expected:,} bytes) but the "
+                                    f"Pixel Data holds {actual:,} bytes")
+        return
+    stream = next(generate_frames(ds.PixelData, number_of_frames=int(options["number_of_frames"])), None)
+    try:
+        with Image.open(io.BytesIO(stream or b"")) as image:
+            width, height, bands = image.width, image.height, len(image.getbands())
+    except (OSError, ValueError):  # a codestream Pillow does not parse (JPEG-LS, RLE): pydicom checks those
+        return
+    if (height, width) != (rows, columns) or (samples == 1 and bands != 1):
+        raise _read_error(path, f"the header says {_header_size(options)} pixels but its {decoder.UID.name} stream "
+                                f"is {height}×{width}" + (f"×{bands}" if bands > 1 else ""))
+
+
+def _check_frame_shape(frame: np.ndarray, options: dict, path: Path) -> None:
+    samples = int(options["samples_per_pixel"])
+    expected = (int(options["rows"]), int(options["columns"])) + ((samples,) if samples > 1 else ())
+    if frame.shape != expected:
+        raise _read_error(path, f"the header says {_header_size(options)} pixels but they decode to "
+                                f"{'×'.join(map(str, frame.shape))}")
 
 
 def _decoder_for(tsyntax: UID, path: Path) -> Decoder:
@@ -200,47 +235,5 @@ def _plugin_for(decoder: Decoder) -> str:
     return plugin if plugin in decoder.available_plugins else ""
 
 
-def _to_grey(frame: np.ndarray, photometric: str, path: Path) -> np.ndarray:
-    """A 2-D array of stored values: monochrome as is, RGB by luminance."""
-    if frame.ndim == 2 and photometric in ("MONOCHROME1", "MONOCHROME2"):
-        return frame
-    if frame.ndim == 3 and frame.shape[-1] == 3 and photometric == "RGB":
-        return frame.astype(np.float32) @ _LUMINANCE
-    raise _read_error(path, f"unsupported image: {photometric} pixels of shape {frame.shape}")
-
-
-def _value_range(frame: np.ndarray, bits_stored: int, signed: bool) -> tuple[float, float]:
-    """The (low, high) stored values that map to 0 and 1: the range ``BitsStored`` allows.
-
-    When pixels fall outside that range the header is wrong, and their actual range is used.
-    """
-    low = -(2.0 ** (bits_stored - 1)) if signed else 0.0
-    high = low + 2.0**bits_stored - 1
-    actual_low, actual_high = float(frame.min()), float(frame.max())
-    if actual_low < low or actual_high > high:
-        return actual_low, actual_high
-    return low, high
-
-
-def _scale_to_unit(grey: np.ndarray, low: float, high: float) -> np.ndarray:
-    """``grey`` mapped linearly from [low, high] to [0, 1] as float32 (zeros if flat)."""
-    if high == low:
-        return np.zeros(grey.shape, dtype=np.float32)
-    scaled = (grey.astype(np.float32) - np.float32(low)) / np.float32(high - low)
-    return np.clip(scaled, 0.0, 1.0, out=scaled)
-
-
 def _image_id(ds: Dataset, path: Path) -> str:
     return str(ds.get("SOPInstanceUID") or path.stem)
-
-
-def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
-    """(row, column) spacing in mm from PixelSpacing, else ImagerPixelSpacing, else None."""
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        try:  # absent (None), one value, or not numbers: try the next
-            row, column = (float(value) for value in ds.get(keyword))
-        except (TypeError, ValueError):
-            continue
-        if row > 0 and column > 0:
-            return row, column
-    return None

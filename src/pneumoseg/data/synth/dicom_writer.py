@@ -44,7 +44,7 @@ def write_synth_dicom(path: Path, image: np.ndarray, uids: SynthUids, *, patient
     ``bits_stored`` 8 (``image`` uint8): like the SIIM release, MONOCHROME2, JPEG Baseline,
     quality 95. 12 or 16 (``image`` the uint16 film, full 16-bit range): like many other
     archives, uncompressed explicit VR little endian, BitsAllocated 16, MONOCHROME1 (stored
-    values inverted: bright = air), PixelRepresentation 0."""
+    values inverted: bright = air), PixelRepresentation 0, a window over the whole range."""
     if bits_stored not in (8, 12, 16):
         raise PneumosegError(f"bits_stored must be 8, 12 or 16, not {bits_stored}")
     if bits_stored == 8:
@@ -99,6 +99,9 @@ def write_synth_dicom(path: Path, image: np.ndarray, uids: SynthUids, *, patient
     else:
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
         top = (1 << bits_stored) - 1
+        # The window a modality sends with a display-ready film: the whole stored range
+        # (PS3.3 C.11.2.1.2.1: centre (top + 1) / 2 and width top + 1 map value v to v / top).
+        ds.WindowCenter, ds.WindowWidth = (top + 1) // 2, top + 1
         values = (image.astype(np.uint32) * top + 32767) // 65535
         ds.PixelData = (top - values).astype("<u2").tobytes()
         ds["PixelData"].VR = "OW"
