@@ -101,3 +101,18 @@ def test_check_data_on_an_empty_folder_says_so_and_fails(tmp_path):
     result = run_cli("check-data", "--images", str(tmp_path))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"No .dcm files found under {tmp_path}." in result.stdout
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--cls-threshold", "nan"], "command line: cls_threshold"),
+    (["--pixel-threshold", "2"], "command line: pixel_threshold"),
+    (["--min-area", "-3"], "command line: min_area"),
+    (["--rule", "bogus"], "command line: rule"),
+])
+def test_predict_flags_are_validated(tiny_runs, sample_dir, tmp_path, monkeypatch, capsys, flags, needle):
+    from tests.train.test_cli import assert_one_line_error, run_main
+
+    code, _, err = run_main(monkeypatch, capsys, "predict", "--cls", str(tiny_runs.cls), "--seg", str(tiny_runs.seg),
+                            "--images", str(sample_dir / "dicom"), "--out", str(tmp_path / "o.csv"), *flags)
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "o.csv").exists()

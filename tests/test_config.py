@@ -21,7 +21,8 @@ def test_siim_preset_is_the_talks_recipe():
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config("demo", ["segmenter.epochs=3", "segmenter.frozen_epochs=1", "data.n_folds=5",
+    cfg = load_config("demo", ["segmenter.epochs=3", "segmenter.frozen_epochs=1", "segmenter.swa_start=2",
+                               "segmenter.swa_end=3", "data.n_folds=5",
                                "classifier.augment.clahe=false", "data.cache_dir=null"])
     assert cfg.segmenter.epochs == 3 and cfg.data.n_folds == 5
     assert cfg.classifier.augment.clahe is False and cfg.data.cache_dir is None
@@ -62,3 +63,32 @@ def test_a_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "demo").mkdir()
     assert load_config("demo").name == "demo"
+
+
+def test_postprocess_values_are_validated_wherever_they_come_from(tmp_path):
+    """postprocess.json, CLI flags and onnx.json all go through one schema (updated_postprocess)."""
+    from pneumoseg.config import PostprocessConfig, updated_postprocess
+
+    base = PostprocessConfig()
+    assert updated_postprocess(base, {"rule": "triplet", "top": 0.8, "min_area": None}, "x").rule == "triplet"
+    for updates, needle in (({"rule": "bogus"}, "rule"), ({"cls_threshold": float("nan")}, "cls_threshold"),
+                            ({"pixel_threshold": 1.5}, "pixel_threshold"), ({"min_area": -1}, "min_area"),
+                            ({"threshold": 0.5}, "unknown post-processing setting 'threshold'")):
+        with pytest.raises(ConfigError, match=needle) as info:
+            updated_postprocess(base, updates, "runs/seg/postprocess.json")
+        assert str(info.value).startswith("runs/seg/postprocess.json: ") and "\n" not in str(info.value)
+
+
+def test_a_bad_postprocess_json_stops_predict_loading(tmp_path):
+    import json
+
+    from pneumoseg.config import PostprocessConfig
+    from pneumoseg.errors import PneumosegError
+    from pneumoseg.infer.pipeline import load_postprocess
+
+    (tmp_path / "postprocess.json").write_text(json.dumps({"params": {"cls_threshold": 7}}))
+    with pytest.raises(PneumosegError, match="postprocess.json: cls_threshold"):
+        load_postprocess(tmp_path, PostprocessConfig())
+    (tmp_path / "postprocess.json").write_text("[1, 2]")
+    with pytest.raises(PneumosegError, match="no params object"):
+        load_postprocess(tmp_path, PostprocessConfig())

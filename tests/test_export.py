@@ -114,7 +114,7 @@ def test_backends_agree_on_the_real_dicoms(exported, tiny_runs, sample_dicoms, s
 
     # the run's own post-processing, then a gate that splits the sample (every gated image all-positive)
     for name, update in (("run", {}), ("split", {"cls_threshold": _gate_splitting_threshold(cls_torch),
-                                                 "pixel_threshold": -1.0, "min_area": 0})):
+                                                 "pixel_threshold": 0.0, "min_area": 0})):
         rows = {}
         for backend, pipe in (("torch", torch_pipe), ("onnx", onnx_pipe)):
             pipe.post = pipe.post.model_copy(update=update)
@@ -130,7 +130,7 @@ def test_backends_agree_on_the_real_dicoms(exported, tiny_runs, sample_dicoms, s
 def test_cli_onnx_backend_writes_the_same_csv(exported, tiny_runs, sample_dir, tmp_path):
     probs = build_torch_pipeline(tiny_runs.cls, tiny_runs.seg).classifier.probabilities(
         [read_dicom(p).pixels for p in sorted((sample_dir / "dicom").glob("*.dcm"))])
-    common = ["--images", str(sample_dir / "dicom"), "--tta", "hflip", "--min-area", "0", "--pixel-threshold=-1",
+    common = ["--images", str(sample_dir / "dicom"), "--tta", "hflip", "--min-area", "0", "--pixel-threshold=0",
               "--cls-threshold", str(_gate_splitting_threshold(probs))]
     torch_out, onnx_out = tmp_path / "torch.csv", tmp_path / "onnx.csv"
     result = runner.invoke(app, ["predict", "--cls", str(tiny_runs.cls), "--seg", str(tiny_runs.seg),
@@ -173,14 +173,16 @@ def test_incomplete_folders_are_refused(exported, tmp_path):
         load_manifest(partial)
 
 
-def test_backend_options_are_checked(exported, tiny_runs, sample_dir, tmp_path):
+def test_backend_options_are_checked(exported, tiny_runs, sample_dir, tmp_path, monkeypatch, capsys):
+    from tests.train.test_cli import assert_one_line_error, run_main
+
     base = ["predict", "--images", str(sample_dir / "dicom"), "--out", str(tmp_path / "o.csv")]
     for args, message in ((["--backend", "onnx"], "--onnx"),
                           (["--backend", "onnx", "--onnx", str(exported), "--seg", str(tiny_runs.seg)], "--cls/--seg"),
                           (["--backend", "tf", "--seg", str(tiny_runs.seg), "--seg-only"], "torch or onnx"),
                           (["--cls", str(tiny_runs.cls)], "--seg")):
-        result = runner.invoke(app, base + args)
-        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        code, _, err = run_main(monkeypatch, capsys, *base, *args)
+        assert_one_line_error(code, err, message)
 
 
 def test_a_failed_export_leaves_the_previous_one(exported, tiny_runs, tmp_path):

@@ -198,6 +198,7 @@ def predict(
     unless given here. Exit status: 0 all images predicted; 1 some files could not be read (listed
     in errors.csv beside OUT; every readable image still has its row); 2 bad input (one-line error).
     A killed run rerun with the same --out resumes from OUT.partial."""
+    from pneumoseg.config import updated_postprocess
     from pneumoseg.data.index import find_dicoms
     from pneumoseg.infer.predict import predict_files
 
@@ -207,7 +208,7 @@ def predict(
     pipeline = _build_pipeline(backend, cls, seg, onnx, seg_only=seg_only, checkpoint=checkpoint, tta=_tta(tta),
                                device=device)
     updates = {"rule": rule, "cls_threshold": cls_threshold, "pixel_threshold": pixel_threshold, "min_area": min_area}
-    pipeline.post = pipeline.post.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    pipeline.post = updated_postprocess(pipeline.post, updates, "command line")
     summary = predict_files(pipeline, paths, out, batch_size=batch_size, rle_fmt=rle, overlays=overlays, probs=probs,
                             dicom_seg=dicom_seg)
     typer.echo(summary.render())
@@ -231,7 +232,7 @@ def export_onnx(
     from pneumoseg.export import render_export
 
     if checkpoint not in {"auto", "best", "swa"}:
-        raise typer.BadParameter(f"--checkpoint must be auto, best or swa, not {checkpoint!r}")
+        raise PneumosegError(f"--checkpoint must be auto, best or swa, not {checkpoint!r}")
     manifest = run_export(cls, seg, out, seg_checkpoint=checkpoint, opset=opset)
     typer.echo(render_export(manifest, out))
 
@@ -262,8 +263,8 @@ def tune(
     from pneumoseg.infer.tune import save_postprocess, tune_postprocess
 
     if rule not in {"best", "threshold", "triplet"}:
-        raise typer.BadParameter(f"--rule must be best, threshold or triplet, not {rule!r}")
-    samples = validation_samples(seg, images, labels, splits_path=splits, fold=fold)
+        raise PneumosegError(f"--rule must be best, threshold or triplet, not {rule!r}")
+    samples = validation_samples(seg, images, labels, splits_path=splits, fold=fold, cls_run=cls)
     outputs = outputs_from_runs(cls, seg, samples, checkpoint=checkpoint, tta=_tta(tta), device=_device(device),
                                 desc="validation inference")
     result = tune_postprocess(outputs, rule=rule, gated=cls is not None)
@@ -317,8 +318,6 @@ def report(
     curves, the Dice grid and best/median/worst cases."""
     from pneumoseg.evaluate.report import build_report
 
-    if (test_images is None) != (test_labels is None):
-        raise typer.BadParameter("give --test-images and --test-labels together")
     result = build_report(cls, seg, images, labels, out, test_images=test_images, test_labels=test_labels,
                           splits_path=splits, fold=fold, device=_device(device), tta=tta)
     typer.echo(result.render())
@@ -330,20 +329,20 @@ def _build_pipeline(backend: str, cls: Path | None, seg: Path | None, onnx_dir: 
     """The prediction pipeline: --backend torch (run folders) or onnx (an `export-onnx` folder)."""
     if backend == "onnx":
         if onnx_dir is None:
-            raise typer.BadParameter("--backend onnx needs --onnx DIR (a folder written by `pneumoseg export-onnx`)")
+            raise PneumosegError("--backend onnx needs --onnx DIR (a folder written by `pneumoseg export-onnx`)")
         if cls is not None or seg is not None:
-            raise typer.BadParameter("--cls/--seg are for --backend torch; the --onnx folder holds both models")
+            raise PneumosegError("--cls/--seg are for --backend torch; the --onnx folder holds both models")
         from pneumoseg.export import build_onnx_pipeline, onnx_providers
 
         return build_onnx_pipeline(onnx_dir, seg_only=seg_only, tta=tta, providers=onnx_providers(device))
     if backend != "torch":
-        raise typer.BadParameter(f"--backend must be torch or onnx, not {backend!r}")
+        raise PneumosegError(f"--backend must be torch or onnx, not {backend!r}")
     if onnx_dir is not None:
-        raise typer.BadParameter("--onnx DIR needs --backend onnx")
+        raise PneumosegError("--onnx DIR needs --backend onnx")
     if seg is None:
-        raise typer.BadParameter("give --seg RUN (or --backend onnx --onnx DIR)")
+        raise PneumosegError("give --seg RUN (or --backend onnx --onnx DIR)")
     if not seg_only and cls is None:
-        raise typer.BadParameter("give --cls RUN, or --seg-only to segment without the classifier gate")
+        raise PneumosegError("give --cls RUN, or --seg-only to segment without the classifier gate")
     from pneumoseg.infer.pipeline import build_torch_pipeline
 
     return build_torch_pipeline(None if seg_only else cls, seg, seg_checkpoint=checkpoint, tta=tta,
@@ -374,7 +373,7 @@ def serve(
 
 def _tta(value: str) -> bool:
     if value not in {"none", "hflip"}:
-        raise typer.BadParameter(f"--tta must be none or hflip, not {value!r}")
+        raise PneumosegError(f"--tta must be none or hflip, not {value!r}")
     return value == "hflip"
 
 

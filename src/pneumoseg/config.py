@@ -10,40 +10,46 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pneumoseg.errors import ConfigError
 from pneumoseg.io import atomic_write_text
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+"""A share or probability: finite, in [0, 1]."""
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[float, Field(ge=0.0)]
 
 
 class AugmentConfig(_Section):
     """Albumentations recipe; each transform fires with probability ``p`` (the talk: 0.5)."""
 
-    p: float = 0.5
-    zoom: float = 0.15
+    p: Probability = 0.5
+    zoom: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.15
     """Affine scale range: zoom in/out by up to this fraction."""
     clahe: bool = True
     hflip: bool = True
-    brightness_contrast: float = 0.2
-    crop: int | None = None
+    brightness_contrast: Probability = 0.2
+    crop: Positive | None = None
     """Segmenter only: train on random crops of this many pixels (always, holding some of the
     mask when there is one); validation and inference see the whole image."""
 
 
 class DataConfig(_Section):
-    val_fraction: float = 1 / 6
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 1 / 6
     """Holdout share; the talk's split is 83.33/16.67."""
-    n_folds: int | None = None
+    n_folds: Annotated[int, Field(ge=2)] | None = None
     """Stratified k-fold instead of the holdout split when set."""
     split_seed: int = 0
-    num_workers: int = 0
+    num_workers: Annotated[int, Field(ge=0)] = 0
     cache: bool = True
     """Decode each DICOM once at the training resolution and reuse it across epochs and runs."""
     cache_dir: str | None = None
@@ -53,23 +59,28 @@ class DataConfig(_Section):
 class StageConfig(_Section):
     """Training settings shared by the classifier and the segmenter."""
 
-    image_size: int = 1024
-    epochs: int = 20
-    batch_size: int = 8
-    lr: float = 1e-4
-    lr_min: float = 1e-6
-    cycle_epochs: int | None = None
+    image_size: Positive = 1024
+    """Input side in pixels: a multiple of 32 (the encoders' output stride)."""
+    epochs: Positive = 20
+    batch_size: Positive = 8
+    lr: Annotated[float, Field(gt=0.0)] = 1e-4
+    lr_min: NonNegative = 1e-6
+    cycle_epochs: Positive | None = None
     """Length of one cosine-annealing cycle (warm restarts) in epochs; None: one cycle over all epochs."""
-    weight_decay: float = 0.0
-    frozen_epochs: int = 0
+    weight_decay: NonNegative = 0.0
+    frozen_epochs: Annotated[int, Field(ge=0)] = 0
     """Epochs at the start during which the encoder gets no update (segmenter; a classifier of
     arch ``smp:<encoder>``)."""
     augment: AugmentConfig = AugmentConfig()
 
     @model_validator(mode="after")
-    def _check_frozen(self) -> StageConfig:
-        if not 0 <= self.frozen_epochs <= self.epochs:
+    def _check_schedule(self) -> StageConfig:
+        if self.image_size % 32:
+            raise ValueError(f"image_size ({self.image_size}) must be a multiple of 32")
+        if self.frozen_epochs > self.epochs:
             raise ValueError(f"frozen_epochs ({self.frozen_epochs}) must lie in 0..epochs ({self.epochs})")
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")
         return self
 
 
@@ -80,7 +91,7 @@ CLASSIFIER_ENCODER_PREFIX = "smp:"
 class ClassifierConfig(StageConfig):
     arch: str = "legacy_xception"
     """timm model name, or ``smp:<encoder>``: the segmenter's encoder with a pooled linear head."""
-    threshold: float = 0.5
+    threshold: Probability = 0.5
     """Probability above which validation counts an image as positive (MCC, precision, recall)."""
 
     @model_validator(mode="after")
@@ -99,32 +110,41 @@ class SegmenterConfig(StageConfig):
     batch_size: int = 4
     cycle_epochs: int | None = 1
     frozen_epochs: int = 2
-    swa_start: int = 13
-    swa_end: int = 17
+    swa_start: Positive = 13
+    swa_end: Positive = 17
     """SWA averages the weights at the end of epochs swa_start..swa_end (1-based, inclusive)."""
-    dice_weight: float = 1.0
-    bce_weight: float = 1.0
-    negative_fraction: float = 0.0
+    dice_weight: NonNegative = 1.0
+    bce_weight: NonNegative = 1.0
+    negative_fraction: Probability = 0.0
     """Share of the negative images mixed into segmenter training (0: positives only, as the talk)."""
 
     @model_validator(mode="after")
     def _check_epochs(self) -> SegmenterConfig:
-        if self.swa_start > self.swa_end:
-            raise ValueError(f"swa_start ({self.swa_start}) must not exceed swa_end ({self.swa_end})")
+        if not self.swa_start <= self.swa_end <= self.epochs:
+            raise ValueError(f"the SWA window {self.swa_start}..{self.swa_end} must lie inside the epochs "
+                             f"(1..{self.epochs}), start before end")
+        if self.frozen_epochs >= self.epochs:
+            raise ValueError(f"frozen_epochs ({self.frozen_epochs}) must be below epochs ({self.epochs}): "
+                             "the segmenter's encoder must train for at least one epoch")
+        if self.dice_weight == 0 and self.bce_weight == 0:
+            raise ValueError("dice_weight and bce_weight are both 0: nothing to train on")
         if self.augment.crop and not 32 <= self.augment.crop <= self.image_size:
             raise ValueError(f"augment.crop ({self.augment.crop}) must lie in 32..image_size ({self.image_size})")
         return self
 
 
 class PostprocessConfig(_Section):
-    cls_threshold: float = 0.5
-    pixel_threshold: float = 0.5
-    min_area: int = 3500
+    """The one schema for post-processing values, wherever they come from: YAML presets,
+    postprocess.json, CLI flags, onnx.json (:func:`updated_postprocess`)."""
+
+    cls_threshold: Probability = 0.5
+    pixel_threshold: Probability = 0.5
+    min_area: Annotated[int, Field(ge=0)] = 3500
     """Smallest connected component kept, in pixels at 1024×1024 (scaled with resolution)."""
     rule: Literal["threshold", "triplet"] = "threshold"
-    top: float = 0.75
+    top: Probability = 0.75
     """Triplet rule: the image is empty unless ``min_area`` pixels exceed ``top``..."""
-    bottom: float = 0.3
+    bottom: Probability = 0.3
     """...and then the mask is ``p > bottom``."""
 
 
@@ -136,7 +156,7 @@ class RuntimeConfig(_Section):
     CPUs with native bf16 (AVX512-BF16/AMX)."""
     channels_last: bool = True
     """channels_last memory format in training (CUDA and CPU)."""
-    threads: int | None = None
+    threads: Positive | None = None
     """Torch CPU threads; fixed in the demo preset so a rerun on the same machine repeats exactly."""
     deterministic: bool = False
     """Deterministic algorithms (torch.use_deterministic_algorithms) and no cuDNN autotuning:
@@ -209,6 +229,21 @@ def load_config(name_or_path: str | Path = "demo", overrides: list[str] | tuple[
         apply_override(data, override)
     try:
         return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from None
+
+
+def updated_postprocess(base: PostprocessConfig, updates: dict[str, Any], source: str) -> PostprocessConfig:
+    """``base`` with ``updates`` (None values ignored), validated as a whole;
+    a bad value is a one-line :class:`ConfigError` naming ``source`` (a file, "command line")."""
+    unknown = sorted(set(updates) - set(PostprocessConfig.model_fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown post-processing setting {unknown[0]!r}; "
+                          f"the settings are {', '.join(PostprocessConfig.model_fields)}")
+    values = base.model_dump()
+    values.update({k: v for k, v in updates.items() if v is not None})
+    try:
+        return PostprocessConfig.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(source, exc)) from None
 

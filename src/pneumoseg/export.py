@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumoseg.config import PostprocessConfig
+from pneumoseg.config import PostprocessConfig, updated_postprocess
 from pneumoseg.data.preprocess import LEGACY, Normalisation, to_model_input
 from pneumoseg.errors import PneumosegError
 from pneumoseg.infer.pipeline import ModelRunner, TwoStagePipeline, load_postprocess
@@ -140,7 +140,8 @@ def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[
     import onnx
 
     from pneumoseg.models.trained import checkpoint_path
-    from pneumoseg.train.checkpoint import read_metadata, sha256_of
+    from pneumoseg.io import sha256_of
+    from pneumoseg.train.checkpoint import read_metadata
 
     model = trained.model.float().cpu().eval()
     size = trained.image_size
@@ -299,10 +300,10 @@ def build_onnx_pipeline(onnx_dir: Path, *, seg_only: bool = False, tta: bool = F
     manifest = load_manifest(onnx_dir, need_classifier=not seg_only)
     seg = manifest["segmenter"]
     if post is None:
-        try:
-            post = PostprocessConfig.model_validate(seg.get("postprocess", {}))
-        except ValueError as exc:
-            raise PneumosegError(f"{onnx_dir / MANIFEST}: bad segmenter.postprocess ({str(exc).splitlines()[0]})") from None
+        stored = seg.get("postprocess", {})
+        if not isinstance(stored, dict):
+            raise PneumosegError(f"{onnx_dir / MANIFEST}: segmenter.postprocess is not an object")
+        post = updated_postprocess(PostprocessConfig(), stored, f"{onnx_dir / MANIFEST} segmenter.postprocess")
     cls_runner = None if seg_only else _onnx_runner(onnx_dir, manifest["classifier"], providers, tta)
     seg_runner = _onnx_runner(onnx_dir, seg, providers, tta)
     return TwoStagePipeline(cls_runner, seg_runner, post)

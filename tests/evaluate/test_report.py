@@ -418,10 +418,11 @@ def test_report_command_end_to_end(tiny_runs):
         assert _is_png(out / name)
 
 
-def test_report_command_options():
+def test_report_command_options(monkeypatch, capsys):
     from typer.testing import CliRunner
 
     from pneumoseg.cli import app
+    from tests.train.test_cli import assert_one_line_error, run_main
 
     runner = CliRunner()
     help_text = runner.invoke(app, ["report", "--help"], terminal_width=200).output
@@ -430,9 +431,9 @@ def test_report_command_options():
         assert option in help_text
     missing = runner.invoke(app, ["report", "--seg", "s", "--images", "i", "--labels", "l", "--out", "o"])
     assert missing.exit_code == 2 and "--cls" in missing.output
-    half = runner.invoke(app, ["report", "--cls", "c", "--seg", "s", "--images", "i", "--labels", "l", "--out", "o",
-                               "--test-images", "t"])
-    assert half.exit_code == 2 and "--test-labels" in half.output
+    code, _, err = run_main(monkeypatch, capsys, "report", "--cls", "c", "--seg", "s", "--images", "i", "--labels",
+                            "l", "--out", "o", "--test-images", "t")
+    assert_one_line_error(code, err, "--test-images and --test-labels together")
 
 
 def test_compute_report_with_the_triplet_rule(tmp_path):

@@ -178,7 +178,7 @@ def test_cli_predict_dicom_seg_for_every_positive_image(tiny_runs, sample_dir, s
     out, segs = tmp_path / "sub.csv", tmp_path / "segs"
     result = runner.invoke(app, ["predict", "--cls", str(tiny_runs.cls), "--seg", str(tiny_runs.seg),
                                  "--images", str(sample_dir / "dicom"), "--out", str(out),
-                                 "--cls-threshold", "0", "--pixel-threshold", "-1", "--min-area", "0",
+                                 "--cls-threshold", "0", "--pixel-threshold", "0", "--min-area", "0",
                                  "--dicom-seg", str(segs)])
     assert result.exit_code == 0, result.output
     rles = read_submission(out)
@@ -191,7 +191,7 @@ def test_cli_predict_dicom_seg_for_every_positive_image(tiny_runs, sample_dir, s
 
 def test_cli_without_dicom_seg_writes_none(tiny_runs, sample_dicoms, tmp_path):
     result = runner.invoke(app, ["predict", "--seg-only", "--seg", str(tiny_runs.seg), "--images", str(sample_dicoms[0]),
-                                 "--out", str(tmp_path / "sub.csv"), "--pixel-threshold", "-1", "--min-area", "0"])
+                                 "--out", str(tmp_path / "sub.csv"), "--pixel-threshold", "0", "--min-area", "0"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.csv"]
 
@@ -202,7 +202,7 @@ def test_a_header_that_cannot_carry_a_seg_is_logged_and_skipped(tiny_runs, sampl
     del ds.StudyInstanceUID
     ds.save_as(no_study)
     pipeline = build_torch_pipeline(None, tiny_runs.seg)
-    pipeline.post = pipeline.post.model_copy(update={"pixel_threshold": -1.0, "min_area": 0})
+    pipeline.post = pipeline.post.model_copy(update={"pixel_threshold": 0.0, "min_area": 0})
     segs = tmp_path / "segs"
     summary = predict_files(pipeline, [sample_dicoms[0], no_study], tmp_path / "sub.csv", dicom_seg=segs,
                             progress=False)

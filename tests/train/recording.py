@@ -25,6 +25,8 @@ class RecordingTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {0: state_copy(self.model)}
+        self.with_optimizer_state: dict[int, set[int]] = {}
+        """Epoch → ids of the parameters Adam holds state for after it."""
         self.swa_before_finish: dict[str, torch.Tensor] | None = None
         self.lrs: list[float] = []
         step = self.optimizer.step
@@ -38,6 +40,7 @@ class RecordingTrainer(Trainer):
     def run_epoch(self, epoch: int) -> None:
         super().run_epoch(epoch)
         self.snapshots[epoch] = state_copy(self.model)
+        self.with_optimizer_state[epoch] = {id(p) for p in self.optimizer.state}
 
     def finish_swa(self) -> None:
         if self.swa_model is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -45,7 +46,7 @@ class CliRuns:
 
 @pytest.fixture(scope="module")
 def cli_runs(tiny_data, seg_run, tmp_path_factory) -> CliRuns:
-    """`train cls` then `train seg` (with --pretrained) against a labels CSV with no splits.json yet."""
+    """`train cls` (its split goes in its run folder) then `train seg` with that split and --pretrained."""
     root = tmp_path_factory.mktemp("cli")
     labels = Path(shutil.copy(tiny_data.labels, root / "train-rle.csv"))
     assert not (root / "splits.json").exists()
@@ -53,10 +54,10 @@ def cli_runs(tiny_data, seg_run, tmp_path_factory) -> CliRuns:
     runner = CliRunner()
     cls_result = runner.invoke(cli.app, ["train", "cls", *common, "--out", str(root / "cls")])
     assert cls_result.exit_code == 0, cls_result.output + repr(cls_result.exception)
-    splits_after_cls = (root / "splits.json").read_text()
+    splits_after_cls = (root / "cls" / "splits.json").read_text()
     pretrained = seg_run.out / "best.safetensors"
     seg_result = runner.invoke(cli.app, ["train", "seg", *common, "--out", str(root / "seg"), "--pretrained",
-                                         str(pretrained)])
+                                         str(pretrained), "--splits", str(root / "cls" / "splits.json")])
     assert seg_result.exit_code == 0, seg_result.output + repr(seg_result.exception)
     return CliRuns(labels, splits_after_cls, root / "cls", cls_result.output, root / "seg", seg_result.output,
                    pretrained)
@@ -90,7 +91,8 @@ def test_run_folder_holds_checkpoints_metrics_curves_config(cli_runs, stage):
     assert load_config(out / "config.yaml").classifier.lr == 0.002
     run = json.loads((out / "run.json").read_text())
     assert run["stage"] == ("classifier" if stage == "cls" else "segmenter")
-    assert Path(run["splits"]) == (cli_runs.labels.parent / "splits.json").resolve()
+    assert Path(run["splits"]) == (cli_runs.cls_out / "splits.json").resolve() and run["fold"] == 0
+    assert run["splits_sha256"] == hashlib.sha256((cli_runs.cls_out / "splits.json").read_bytes()).hexdigest()
     assert run["n_train"] > 0 and run["n_val"] > 0
     _, meta = load_tensors(out / "best.safetensors")
     assert meta["config"] == load_config("demo", TINY_OVERRIDES + EXTRA).model_dump(mode="json")
@@ -103,9 +105,13 @@ def test_summary_line_names_the_best_epoch(cli_runs):
     assert f"pretrained weights from {cli_runs.pretrained}" in cli_runs.seg_output
 
 
-def test_splits_are_created_beside_the_labels_once_and_reused(cli_runs):
-    splits_path = cli_runs.labels.parent / "splits.json"
+def test_the_split_is_made_in_the_run_folder_never_beside_the_labels_and_reused(cli_runs):
+    """The labels may sit on a read-only mount: nothing is written beside them."""
+    assert sorted(p.name for p in cli_runs.labels.parent.iterdir()) == ["cls", "seg", "train-rle.csv"]
+    splits_path = cli_runs.cls_out / "splits.json"
     assert splits_path.read_text() == cli_runs.splits_after_cls  # the seg run reused it unchanged
+    assert f"split: {splits_path} (created), fold 0" in cli_runs.cls_output
+    assert f"split: {splits_path} (reused), fold 0" in cli_runs.seg_output
     [fold] = json.loads(cli_runs.splits_after_cls)
     cls_run = json.loads((cli_runs.cls_out / "run.json").read_text())
     assert cls_run["n_train"] == len(fold["train"]) and cls_run["n_val"] == len(fold["val"]) == 4
@@ -134,10 +140,21 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     ("classifier.no_such_field=1", "classifier.no_such_field"),
     ("classifier.epochs=many", "classifier.epochs"),
     ("nosection", "section.field=value"),
+    ("classifier.epochs=0", "classifier.epochs: Input should be greater than or equal to 1"),
+    ("segmenter.image_size=100", "image_size (100) must be a multiple of 32"),
+    ("classifier.batch_size=0", "classifier.batch_size"),
+    ("segmenter.lr=-1", "segmenter.lr: Input should be greater than 0"),
+    ("classifier.augment.p=2", "classifier.augment.p: Input should be less than or equal to 1"),
+    ("segmenter.swa_end=40", "the SWA window 13..40 must lie inside the epochs (1..20)"),
+    ("segmenter.frozen_epochs=20", "frozen_epochs (20) must be below epochs (20)"),
+    ("postprocess.cls_threshold=.nan", "postprocess.cls_threshold"),
+    ("postprocess.rule=bogus", "postprocess.rule"),
+    ("postprocess.min_area=-5", "postprocess.min_area"),
+    ("data.val_fraction=1", "data.val_fraction"),
 ])
 def test_bad_set_is_a_one_line_error(tiny_data, tmp_path, monkeypatch, capsys, override, needle):
-    code, _, err = run_main(monkeypatch, capsys, "train", "cls", "--images", str(tiny_data.images), "--labels",
-                            str(tiny_data.labels), "--out", str(tmp_path / "out"), "--set", override)
+    code, _, err = run_main(monkeypatch, capsys, "train", "cls", "--config", "siim", "--images", str(tiny_data.images),
+                            "--labels", str(tiny_data.labels), "--out", str(tmp_path / "out"), "--set", override)
     assert_one_line_error(code, err, needle)
     assert not (tmp_path / "out").exists()
 

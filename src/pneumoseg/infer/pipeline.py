@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pneumoseg.config import PostprocessConfig
+from pneumoseg.config import PostprocessConfig, updated_postprocess
 from pneumoseg.data.preprocess import Normalisation, resize_to_uint8, to_model_input
+from pneumoseg.errors import PneumosegError
 from pneumoseg.infer.postprocess import REFERENCE_SIZE, postprocess, resize_prob
 from pneumoseg.infer.tta import Forward, hflip_tta
 from pneumoseg.models.trained import TrainedModel, load_trained
@@ -130,8 +131,14 @@ def load_postprocess(seg_run: Path, fallback: PostprocessConfig, *, gated: bool 
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         return fallback
-    chosen = json.loads(path.read_text())
-    return fallback.model_copy(update={k: v for k, v in chosen.get("params", {}).items() if k in type(fallback).model_fields})
+    try:
+        chosen = json.loads(path.read_text())
+        params = chosen.get("params", {}) if isinstance(chosen, dict) else None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PneumosegError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(params, dict):
+        raise PneumosegError(f"{path}: no params object; run `pneumoseg tune` again")
+    return updated_postprocess(fallback, params, str(path))
 
 
 def build_torch_pipeline(cls_run: Path | None, seg_run: Path, *, seg_checkpoint: str = "auto", tta: bool = False,
