@@ -166,22 +166,24 @@ def run_demo(out: Path, *, n_train: int = 700, n_test: int = 250, seed: int = 0,
     train_images, train_labels = data / "dicom-images-train", data / "train-rle.csv"
     test_images, test_labels = data / "dicom-images-test", data / "test-rle.csv"
     cls_run, seg_run = out / "runs" / "classifier", out / "runs" / "segmenter"
+    splits = out / "runs" / "splits.json"  # one split for both stages
 
     with _step(result, "synthetic data"):
         if not test_labels.is_file():
             generate_dataset(data, n_train, test_n=n_test, seed=seed, size=size, progress=progress)
     with _step(result, "train segmenter"):
         if not _finished(seg_run, "segmenter"):
-            train_segmenter(train_images, train_labels, config, seg_run, resume=True, progress=progress)
+            train_segmenter(train_images, train_labels, config, seg_run, resume=True, progress=progress,
+                            splits_path=splits)
     with _step(result, "train classifier"):
         if not _finished(cls_run, "classifier"):
             # No ImageNet weights offline: the classifier starts from the segmenter's trained
             # encoder (same backbone), a local pretrained start as the recipe asks.
             train_classifier(train_images, train_labels, config, cls_run, resume=True, progress=progress,
-                             pretrained=checkpoint_path(seg_run, "auto"))
+                             pretrained=checkpoint_path(seg_run, "auto"), splits_path=splits)
     with _step(result, "model outputs"):  # once, for tuning and for the report
-        validation = collect_report_outputs(cls_run, seg_run, validation_samples(seg_run, train_images, train_labels),
-                                            desc="validation", progress=progress)
+        val_samples = validation_samples(seg_run, train_images, train_labels, cls_run=cls_run)
+        validation = collect_report_outputs(cls_run, seg_run, val_samples, desc="validation", progress=progress)
         test = collect_report_outputs(cls_run, seg_run, labelled_samples(test_images, test_labels), desc="test",
                                       progress=progress)
     with _step(result, "tune"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -49,3 +50,12 @@ def atomic_save(path: Path, save: Callable[[Path], Any]) -> None:
     """Let a library's ``save(tmp_path)`` write the file, then move it into place."""
     with atomic_path(path) as tmp:
         save(tmp)
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

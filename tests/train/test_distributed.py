@@ -132,7 +132,7 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path, stage):
     epochs = 1 if stage == "cls" else 2
     kind = "classifier" if stage == "cls" else "segmenter"
     expected = {"best.safetensors", "best.json", "last-state.safetensors", "last-state.json", "metrics.csv",
-                "curves.png", "config.yaml", "run.json"}
+                "curves.png", "config.yaml", "run.json", "splits.json"}
     if stage == "seg":
         expected |= {"swa.safetensors", "swa.json"}
     assert {p.name for p in out.iterdir()} == expected
@@ -141,7 +141,11 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path, stage):
     assert output.count("done: ") == 1  # printed by rank 0 only
     for epoch in range(1, epochs + 1):
         assert output.count(f"{kind} epoch {epoch}: ") == 1
-    assert json.loads((out / "run.json").read_text())["stage"] == kind
+    record = json.loads((out / "run.json").read_text())
+    assert record["stage"] == kind
+    if stage == "seg":  # the SWA BatchNorm pass saw every training image, not one rank's half
+        bn_images = int(output.split("SWA BatchNorm statistics: one pass over ")[1].split()[0])
+        assert record["n_train"] - 2 < bn_images <= record["n_train"]  # batch 2: at most one image dropped
 
     rank0 = (logs / "rank0.txt").read_text().splitlines()
     rank1 = (logs / "rank1.txt").read_text().splitlines() if (logs / "rank1.txt").exists() else []

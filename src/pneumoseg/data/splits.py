@@ -84,8 +84,10 @@ def load_or_create_splits(
     n_folds: int | None = None,
     val_fraction: float = 1 / 6,
     seed: int = 0,
+    save: bool = True,
 ) -> Splits:
-    """Reuse the split file at ``path`` if it covers exactly these ids, else create it.
+    """Reuse the split file at ``path`` if it covers exactly these ids, else create it (and
+    write it when ``save``; under torchrun only rank 0 writes, the others compute the same).
 
     ``n_folds=None`` makes a hold-out split, otherwise k folds. An existing file made for
     other images or another number of folds is an error, never silently replaced: results
@@ -97,7 +99,8 @@ def load_or_create_splits(
             splits = holdout_split(image_ids, positive, val_fraction=val_fraction, seed=seed)
         else:
             splits = kfold_split(image_ids, positive, n_folds=n_folds, seed=seed)
-        save_splits(splits, path)
+        if save:
+            save_splits(splits, path)
         return splits
     splits = load_splits(path)
     mismatch = _mismatch(splits, set(image_ids), n_folds or 1)

@@ -17,6 +17,7 @@ from pneumoseg.config import PostprocessConfig, load_config
 from pneumoseg.data.datasets import Sample, match_samples
 from pneumoseg.data.index import index_images
 from pneumoseg.data.labels import read_labels
+from pneumoseg.data.split_samples import load_split
 from pneumoseg.errors import PneumosegError
 from pneumoseg.evaluate.metrics import dice_scores
 from pneumoseg.infer.outputs import ModelOutputs, collect_outputs
@@ -24,22 +25,52 @@ from pneumoseg.infer.pipeline import build_torch_pipeline
 from pneumoseg.infer.postprocess import postprocess
 
 
-def recorded_splits(run_dir: Path) -> Path | None:
-    """The splits.json a training run used (from its run.json), if recorded."""
+def run_record(run_dir: Path) -> dict:
+    """A training run's run.json (empty when the run has none)."""
     info = Path(run_dir) / "run.json"
     if not info.is_file():
-        return None
-    return Path(json.loads(info.read_text())["splits"])
+        return {}
+    try:
+        record = json.loads(info.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PneumosegError(f"{info}: unreadable ({exc})") from None
+    return record if isinstance(record, dict) else {}
+
+
+def recorded_splits(run_dir: Path) -> Path | None:
+    """The splits.json a training run used (from its run.json), if recorded."""
+    splits = run_record(run_dir).get("splits")
+    return Path(splits) if splits else None
+
+
+def check_same_split(cls_run: Path | None, seg_run: Path) -> None:
+    """Both stages must have been validated on one split file (same SHA-256) and fold: otherwise
+    the classifier's validation images were training images of the segmenter, or the reverse."""
+    if cls_run is None:
+        return
+    cls, seg = run_record(cls_run), run_record(seg_run)
+    key = "splits_sha256" if cls.get("splits_sha256") and seg.get("splits_sha256") else "splits"
+    for field in (key, "fold"):
+        if cls.get(field, 0 if field == "fold" else None) != seg.get(field, 0 if field == "fold" else None):
+            what = "split files" if field != "fold" else "folds"
+            raise PneumosegError(f"{cls_run} and {seg_run} were trained on different {what} "
+                                 f"({cls.get(field)} and {seg.get(field)}); train both on one --splits file and fold")
 
 
 def validation_samples(seg_run: Path, images: Path, labels: Path, *, splits_path: Path | None = None,
-                       fold: int = 0) -> list[Sample]:
-    """The validation images of the split the segmenter was trained with."""
-    from pneumoseg.train.stages import load_split
-
+                       fold: int = 0, cls_run: Path | None = None) -> list[Sample]:
+    """The validation images of the split the segmenter (and the classifier, checked to share
+    it) was trained with. The split file is only read, never made."""
+    check_same_split(cls_run, seg_run)
+    trained_fold = run_record(seg_run).get("fold", fold)
+    if trained_fold != fold:
+        raise PneumosegError(f"{seg_run} was trained on fold {trained_fold}, not --fold {fold}")
     config = load_config(Path(seg_run) / "config.yaml")
     splits_path = splits_path or recorded_splits(seg_run)
-    return load_split(images, labels, config, fold=fold, splits_path=splits_path).val
+    if splits_path is None:
+        raise PneumosegError(f"{seg_run}: the run records no split (no run.json); pass the split file it was "
+                             "trained with as --splits")
+    return load_split(images, labels, config.data, splits_path, fold=fold).val
 
 
 def labelled_samples(images: Path, labels: Path) -> list[Sample]:

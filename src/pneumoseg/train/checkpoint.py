@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pneumoseg.errors import PneumosegError
-from pneumoseg.io import atomic_save, atomic_write_json
+from pneumoseg.io import atomic_save, atomic_write_json, sha256_of
 
 _VERSIONED = ("pneumoseg", "torch", "timm", "segmentation-models-pytorch", "albumentations", "pydicom")
 
@@ -40,14 +40,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 META_KEY = "pneumoseg"  # the safetensors header key holding the JSON metadata

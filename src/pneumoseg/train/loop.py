@@ -286,12 +286,28 @@ class Trainer:
         distributed.barrier(self.info)
 
     def finish_swa(self) -> None:
-        """Recompute BatchNorm statistics of the averaged weights, validate and save them."""
+        """Recompute BatchNorm statistics of the averaged weights, validate and save them.
+
+        Rank 0 makes one pass over *every* training image with a plain single-process sampler
+        (under DDP its own train loader holds only its share), in the order and augmentation a
+        one-process run would use; without gradients (``update_bn`` runs under ``no_grad``)."""
         if self.swa_model is None or int(self.swa_model.n_averaged) == 0 or not self.info.is_main:
             return
+        bn_loader = make_loader(self.train_loader.dataset, self.stage.cfg.batch_size, train=True, seed=self.config.seed,
+                                workers=self.train_loader.num_workers, info=distributed.DistInfo())
+        _set_epoch(bn_loader, self.stage.cfg.epochs + 1)
         self.swa_model.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            update_bn((batch["image"] for batch in self.train_loader), self.swa_model, device=self.device)
+        seen = [0]
+
+        def images():
+            for batch in bn_loader:
+                seen[0] += len(batch["image"])
+                yield batch["image"]
+
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            update_bn(images(), self.swa_model, device=self.device)
+        if self.progress:
+            tqdm.write(f"SWA BatchNorm statistics: one pass over {seen[0]} training images on rank 0")
         swa_net = self.swa_model.module
         metrics = validate(swa_net, self.val_loader, self.stage, self.device, amp=self.amp,
                            channels_last=self.channels_last, progress=self.progress)

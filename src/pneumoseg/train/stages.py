@@ -1,13 +1,13 @@
 """Training entry points: ``train_classifier`` and ``train_segmenter`` over a SIIM-layout folder.
 
-Both read the images and labels, reuse (or create) the seeded stratified ``splits.json``, build
+Both read the images and labels, reuse (or create) the seeded stratified ``splits.json`` (at
+``--splits``, else in the run folder), build
 the datasets and the model, load local pretrained weights when given, and hand over to the
 shared loop in :mod:`pneumoseg.train.loop`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,8 @@ from tqdm.auto import tqdm
 from pneumoseg.config import Config, StageConfig
 from pneumoseg.data.augment import build_train_transform
 from pneumoseg.data.cache import ImageCache
-from pneumoseg.data.datasets import Sample, XrayDataset, match_samples
-from pneumoseg.data.index import index_images
-from pneumoseg.data.labels import LabelSet, read_labels
-from pneumoseg.data.splits import load_or_create_splits
+from pneumoseg.data.datasets import Sample, XrayDataset
+from pneumoseg.data.split_samples import SPLITS_FILE, SplitData, load_split, split_record
 from pneumoseg.errors import PneumosegError
 from pneumoseg.evaluate.metrics import SegmentationMetric, classification_metrics
 from pneumoseg.io import atomic_write_json
@@ -41,33 +39,18 @@ from pneumoseg.train.loop import FitResult, Stage, Trainer
 from pneumoseg.train.losses import DiceBCELoss
 
 
-@dataclass
-class SplitData:
-    train: list[Sample]
-    val: list[Sample]
-    splits_path: Path
+def resolve_splits_path(out: Path, splits_path: Path | None) -> Path:
+    """Where training keeps its split: ``--splits`` when given, else the run folder (never
+    beside the user's labels, which may sit on a read-only mount)."""
+    return Path(splits_path) if splits_path else Path(out) / SPLITS_FILE
 
 
-def default_splits_path(labels: Path) -> Path:
-    return Path(labels).with_name("splits.json")
-
-
-def load_split(images: Path, labels: Path, config: Config, *, fold: int = 0, splits_path: Path | None = None) -> SplitData:
-    """Match images with labels and pick fold ``fold`` of the (created if absent) splits file."""
-    index, _ = index_images(images)
-    label_set: LabelSet = read_labels(labels)
-    ids = [i for i in label_set.images if i in index]
-    if not ids:
-        raise PneumosegError(f"no image in {images} has a label in {labels}; run `pneumoseg check-data`")
-    splits_path = Path(splits_path) if splits_path else default_splits_path(labels)
-    positive = [label_set.images[i].positive for i in ids]
-    splits = load_or_create_splits(splits_path, ids, positive, n_folds=config.data.n_folds,
-                                   val_fraction=config.data.val_fraction, seed=config.data.split_seed)
-    if not 0 <= fold < len(splits):
-        raise PneumosegError(f"--fold {fold} is out of range: {splits_path} has {len(splits)} fold(s)")
-    chosen = splits[fold]
-    return SplitData(match_samples(index, label_set, chosen["train"]), match_samples(index, label_set, chosen["val"]),
-                     splits_path)
+def training_split(images: Path, labels: Path, config: Config, out: Path, *, fold: int,
+                   splits_path: Path | None) -> SplitData:
+    split = load_split(images, labels, config.data, resolve_splits_path(out, splits_path), fold=fold, create=True,
+                       save=distributed.env_info().is_main)
+    _say(f"split: {split.splits_path} ({'created' if split.created else 'reused'}), fold {fold}")
+    return split
 
 
 class ClassifierMeter:
@@ -174,7 +157,7 @@ def _fit(stage: Stage, config: Config, split: SplitData, train: list[Sample], va
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if distributed.env_info().is_main:  # under torchrun only rank 0 writes
-        atomic_write_json(out / "run.json", {"stage": stage.kind, "splits": str(split.splits_path.resolve()),
+        atomic_write_json(out / "run.json", {"stage": stage.kind, **split_record(split),
                                              "n_train": len(train), "n_val": len(val),
                                              "normalisation": stage.normalisation.to_json()})
         tqdm.write(f"input normalisation: mean {list(stage.normalisation.mean)}, std {list(stage.normalisation.std)} "
@@ -186,7 +169,7 @@ def train_classifier(images: Path, labels: Path, config: Config, out: Path, *, f
                      pretrained: Path | str | None = None, resume: bool = False, splits_path: Path | None = None,
                      progress: bool = True) -> FitResult:
     """Train the first stage on all labelled images of the split; best checkpoint by validation MCC."""
-    split = load_split(images, labels, config, fold=fold, splits_path=splits_path)
+    split = training_split(images, labels, config, out, fold=fold, splits_path=splits_path)
     return _fit(classifier_stage(config, pretrained), config, split, split.train, split.val, out,
                 resume=resume, progress=progress)
 
@@ -196,7 +179,7 @@ def train_segmenter(images: Path, labels: Path, config: Config, out: Path, *, fo
                     progress: bool = True) -> FitResult:
     """Train the second stage on the positive images (plus a configurable share of negatives),
     validated on the split's positive images; best checkpoint by IoU, plus the SWA checkpoint."""
-    split = load_split(images, labels, config, fold=fold, splits_path=splits_path)
+    split = training_split(images, labels, config, out, fold=fold, splits_path=splits_path)
     train = segmenter_samples(split.train, config.segmenter.negative_fraction, config.seed)
     val = [s for s in split.val if s.positive]
     if not train or not val:

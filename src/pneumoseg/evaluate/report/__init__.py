@@ -200,7 +200,7 @@ def build_report(cls_run: Path, seg_run: Path, images: Path, labels: Path, out_d
     if (test_images is None) != (test_labels is None):
         raise PneumosegError("give --test-images and --test-labels together, or neither")
     common = dict(tta=tta, device=device, progress=progress)
-    val_samples = validation_samples(seg_run, images, labels, splits_path=splits_path, fold=fold)
+    val_samples = validation_samples(seg_run, images, labels, splits_path=splits_path, fold=fold, cls_run=cls_run)
     validation = collect_report_outputs(cls_run, seg_run, val_samples, desc="validation", **common)
     test = None
     if test_images is not None:
