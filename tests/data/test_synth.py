@@ -344,3 +344,19 @@ def test_dataset_card_reports_what_was_written(dataset):
     for kind, line in rows.items():
         cells = line.split(" | ")
         assert (int(cells[1]), int(cells[3])) == tuple(counts[kind]), kind
+
+
+def test_several_processes_write_the_same_bytes_as_one(tmp_path):
+    """Images are drawn from their own generators: the process count changes nothing (and the
+    spawned workers start cleanly from a process that has torch loaded)."""
+    import filecmp
+
+    import torch  # noqa: F401  (as in the demo and the tests: thread pools already started)
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    generate_dataset(one, 40, test_n=4, seed=5, size=64, progress=False, workers=1)
+    generate_dataset(two, 40, test_n=4, seed=5, size=64, progress=False, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file()) and len(files) > 44
+    match, mismatch, errors = filecmp.cmpfiles(one, two, [str(f) for f in files], shallow=False)
+    assert not mismatch and not errors

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -94,38 +99,67 @@ def _clear_previous(out: Path, overwrite: bool) -> None:
             path.unlink()
 
 
+IMAGES_PER_WORKER = 16
+"""Below this many images per process, starting processes costs more than it saves."""
+
+
+@dataclass(frozen=True)
+class _ImageJob:
+    folder: Path
+    split: str
+    index: int
+    n_instances: int
+    patient_number: int
+    seed: int
+    size: int
+
+
+def _make_image(job: _ImageJob) -> tuple[ImageRecord, list[str]]:
+    """Render and write one film: its record and its label rows. Everything is drawn from the
+    image's own generator, so images can be made in any order, in any process."""
+    cv2.setNumThreads(1)  # one process per core: no nested OpenCV threads
+    rng = np.random.default_rng([job.seed, SPLIT_STREAMS[job.split], job.index])
+    radiograph = synth_radiograph(rng, job.size, job.n_instances, load_shape_bank())
+    uids = synth_uids(job.seed, job.split, job.index)
+    sex, age = str(rng.choice(["M", "F"])), int(rng.integers(16, 90))
+    deep = job.split == "train" and rng.random() < HIGH_BIT_DEPTH_RATE
+    bits = int(rng.choice([12, 16])) if deep else 8
+    write_synth_dicom(
+        job.folder / uids.study / uids.series / f"{uids.sop}.dcm",
+        radiograph.film if deep else radiograph.image, uids,
+        patient_number=job.patient_number, view=radiograph.view,
+        pixel_spacing_mm=radiograph.pixel_spacing_mm, sex=sex, age=age, bits_stored=bits,
+    )
+    record = ImageRecord(job.split, radiograph.n_instances, float(radiograph.mask.sum()) * (1024 / job.size) ** 2,
+                         radiograph.lookalikes, bits, radiograph.view)
+    rows = [f"{uids.sop}, {rle_encode(m, fmt='relative')}" for m in radiograph.instances]
+    return record, rows or [f"{uids.sop}, {EMPTY_RLE}"]
+
+
+def _made_in_order(jobs: list[_ImageJob], workers: int) -> Iterator[tuple[ImageRecord, list[str]]]:
+    """:func:`_make_image` over ``jobs``, in order, in ``workers`` processes (spawned, not forked:
+    a fork of a process that has started torch's or OpenCV's thread pools can deadlock)."""
+    if workers <= 1:
+        yield from map(_make_image, jobs)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_make_image, jobs, chunksize=4)
+
+
 def _generate_split(out: Path, split: str, n: int, first_patient: int, *, seed: int, size: int,
-                    positive_rate: float, progress: bool,
+                    positive_rate: float, progress: bool, workers: int,
                     records: list[ImageRecord]) -> _SplitResult:
-    folder = out / f"dicom-images-{split}"
-    stream = SPLIT_STREAMS[split]
-    plan = _planned_instances(np.random.default_rng([seed, stream]), n, positive_rate)
-    bank = load_shape_bank()
+    plan = _planned_instances(np.random.default_rng([seed, SPLIT_STREAMS[split]]), n, positive_rate)
+    jobs = [_ImageJob(out / f"dicom-images-{split}", split, index, int(plan[index]), first_patient + index, seed, size)
+            for index in range(n)]
     rows = ["ImageId, EncodedPixels"]  # stage-1 style: a space after each comma
-    n_positive = n_instances = 0
-    for index in tqdm(range(n), desc=f"synth {split}", disable=not progress, unit="img"):
-        rng = np.random.default_rng([seed, stream, index])
-        radiograph = synth_radiograph(rng, size, int(plan[index]), bank)
-        uids = synth_uids(seed, split, index)
-        sex, age = str(rng.choice(["M", "F"])), int(rng.integers(16, 90))
-        deep = split == "train" and rng.random() < HIGH_BIT_DEPTH_RATE
-        bits = int(rng.choice([12, 16])) if deep else 8
-        write_synth_dicom(
-            folder / uids.study / uids.series / f"{uids.sop}.dcm",
-            radiograph.film if deep else radiograph.image, uids,
-            patient_number=first_patient + index, view=radiograph.view,
-            pixel_spacing_mm=radiograph.pixel_spacing_mm, sex=sex, age=age, bits_stored=bits,
-        )
-        records.append(ImageRecord(split, radiograph.n_instances,
-                                   float(radiograph.mask.sum()) * (1024 / size) ** 2,
-                                   radiograph.lookalikes, bits, radiograph.view))
-        rows += [f"{uids.sop}, {rle_encode(m, fmt='relative')}" for m in radiograph.instances]
-        if not radiograph.instances:
-            rows.append(f"{uids.sop}, {EMPTY_RLE}")
-        n_positive += radiograph.n_instances > 0
-        n_instances += radiograph.n_instances
+    made = _made_in_order(jobs, min(workers, max(1, n // IMAGES_PER_WORKER)))
+    for record, image_rows in tqdm(made, total=n, desc=f"synth {split}", disable=not progress, unit="img"):
+        records.append(record)
+        rows += image_rows
     atomic_write_text(out / f"{split}-rle.csv", "\n".join(rows) + "\n")
-    return _SplitResult(n, n_positive, n_instances)
+    split_records = [r for r in records if r.split == split]
+    return _SplitResult(n, sum(r.n_instances > 0 for r in split_records), sum(r.n_instances for r in split_records))
 
 
 def generate_dataset(
@@ -138,6 +172,7 @@ def generate_dataset(
     positive_rate: float = 0.23,
     overwrite: bool = False,
     progress: bool = True,
+    workers: int | None = None,
 ) -> SynthSummary:
     """Write a synthetic SIIM-layout dataset of ``n`` training (and ``test_n`` test) images.
 
@@ -145,8 +180,9 @@ def generate_dataset(
     (stage-1 style: ``ImageId, EncodedPixels``, one row per pneumothorax instance, ``-1`` for
     negatives); likewise ``dicom-images-test/`` and ``test-rle.csv`` when ``test_n > 0``.
     Exactly ``round(n * positive_rate)`` training images are positive (likewise for test).
-    Deterministic: the same arguments give byte-identical files. An earlier dataset in ``out``
-    is an error unless ``overwrite`` (then it is deleted first).
+    Deterministic: the same arguments give byte-identical files, whatever ``workers`` (processes;
+    default: one per CPU core). An earlier dataset in ``out`` is an error unless ``overwrite``
+    (then it is deleted first).
     """
     if n < 1 or test_n < 0 or size < 64 or not 0.0 <= positive_rate <= 1.0:
         raise PneumosegError(
@@ -158,7 +194,7 @@ def generate_dataset(
     _clear_previous(out, overwrite)
     records: list[ImageRecord] = []
     common = dict(seed=seed, size=size, positive_rate=positive_rate, progress=progress,
-                  records=records)
+                  workers=max(1, workers or os.cpu_count() or 1), records=records)
     train = _generate_split(out, "train", n, 0, **common)
     test = _generate_split(out, "test", test_n, n, **common) if test_n else _SplitResult(0, 0, 0)
     command = (f"pneumoseg synth OUT --n {n} --test-n {test_n} --seed {seed} --size {size} "
