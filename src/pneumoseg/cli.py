@@ -277,7 +277,7 @@ def tune(
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the synthetic data, runs, predictions and report.")] = Path("demo-output"),
     n_train: Annotated[int, typer.Option(help="Synthetic training images.")] = 700,
-    n_test: Annotated[int, typer.Option(help="Synthetic held-out test images.")] = 250,
+    n_test: Annotated[int, typer.Option(help="Synthetic held-out test images.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed for the dataset.")] = 0,
     config: ConfigOpt = "demo",
     set_: SetOpt = None,

@@ -154,7 +154,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out: Path, *, n_train: int = 700, n_test: int = 250, seed: int = 0, size: int = 1024,
+def run_demo(out: Path, *, n_train: int = 700, n_test: int = 200, seed: int = 0, size: int = 1024,
              config: Config | None = None, progress: bool = True, command: str | None = None) -> DemoResult:
     out = Path(out)
     config = config or load_config("demo")
