@@ -116,3 +116,13 @@ def test_predict_flags_are_validated(tiny_runs, sample_dir, tmp_path, monkeypatc
                             "--images", str(sample_dir / "dicom"), "--out", str(tmp_path / "o.csv"), *flags)
     assert_one_line_error(code, err, needle)
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_evaluate_warns_about_an_image_on_two_rows(tmp_path):
+    truth, pred = tmp_path / "truth.csv", tmp_path / "pred.csv"
+    truth.write_text("ImageId,EncodedPixels\n1.2.3,1 4\n1.2.4,-1\n")
+    pred.write_text("ImageId,EncodedPixels\n1.2.3,1 2\n1.2.4,-1\n1.2.3,3 2\n")
+    result = run_cli("evaluate", "--pred", str(pred), "--truth", str(truth), "--size", "4")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(f"warning: {pred}: 1 ImageId(s) on more than one row")
+    assert "n_multi_row" in result.stdout

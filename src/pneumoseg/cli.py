@@ -78,6 +78,8 @@ def evaluate(
     from pneumoseg.io import atomic_write_json, atomic_write_text
 
     result = evaluate_submission(pred, truth, shape=(size, size), fmt=rle)
+    for warning in result.warnings(pred):
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
     summary = result.summary()
     typer.echo(format_summary(summary))
     if json_out:

@@ -269,3 +269,30 @@ def test_write_refuses_malformed_rows(tmp_path: Path, row: tuple):
         write_label_csv([("ok", "-1"), row], path)
     assert not path.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_valid_mask_of_100k_runs_reads_and_an_oversized_field_names_its_line(tmp_path):
+    """A 1024² mask can need far more than csv's default 131,072-character field."""
+    from pneumoseg.data.labels import FIELD_LIMIT
+    from pneumoseg.data.rle import rle_encode
+
+    flat = np.zeros(1024 * 1024, bool)  # SIIM RLE runs down the columns: build the column-major order
+    flat[::8][:102_400] = True  # 102,400 one-pixel runs
+    mask = flat.reshape(1024, 1024).T
+    rle = rle_encode(mask, fmt="relative")
+    assert len(rle) > 131_072
+    path = tmp_path / "big.csv"
+    path.write_text(f"ImageId,EncodedPixels\n1.2.3,-1\n1.2.4,{rle}\n")
+    labels = read_labels(path)
+    assert labels.images["1.2.4"].rles == (rle,)
+    huge = tmp_path / "huge.csv"
+    huge.write_text(f"ImageId,EncodedPixels\n1.2.3,-1\n1.2.4,\"{'1 ' * (FIELD_LIMIT // 2 + 1)}\"\n")
+    with pytest.raises(LabelFileError, match=r"huge.csv line 3: cannot read") as info:
+        read_labels(huge)
+    assert "\n" not in str(info.value)
+
+
+def test_images_on_several_rows_are_recorded_with_their_lines(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("ImageId,EncodedPixels\n1.2.3,1 2\n1.2.4,-1\n1.2.3,10 2\n")
+    assert read_labels(path).multi_row == {"1.2.3": [2, 4]}

@@ -158,3 +158,15 @@ def test_full_file_against_a_perturbed_copy(
     assert summary["detection_recall"] == pytest.approx((2669 - 50) / 2669)
     assert summary["detection_precision"] == pytest.approx((2669 - 50) / 2669)
     assert elapsed < 20, f"evaluating the full file took {elapsed:.1f} s"
+
+
+def test_a_submission_with_an_image_on_two_rows_is_scored_as_their_union_and_warned(tmp_path):
+    truth, pred = tmp_path / "truth.csv", tmp_path / "pred.csv"
+    truth.write_text("ImageId,EncodedPixels\n1.2.3,1 4\n1.2.4,-1\n")
+    pred.write_text("ImageId,EncodedPixels\n1.2.3,1 2\n1.2.4,-1\n1.2.3,3 2\n")  # pixels 1-2, then 3-4
+    result = evaluate_submission(pred, truth, shape=(4, 4))
+    assert result.per_image.loc[0, "dice"] == pytest.approx(1.0)
+    assert result.summary()["n_multi_row"] == 1
+    [warning] = result.warnings(pred)
+    assert "1 ImageId(s) on more than one row (e.g. 1.2.3 at lines 2, 4)" in warning and "unioned" in warning
+    assert evaluate_submission(truth, truth, shape=(4, 4)).warnings(truth) == []

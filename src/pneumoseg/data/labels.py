@@ -30,6 +30,9 @@ from pneumoseg.errors import LabelFileError
 from pneumoseg.io import atomic_path
 
 HEADER_FIRST_FIELD = "imageid"
+FIELD_LIMIT = 1 << 24
+"""Largest CSV field read (16 MiB): a 1024² mask at its worst (alternating pixels) needs about
+5 MB of RLE; Python's default of 131,072 characters refuses valid masks."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class LabelSet:
     # Line numbers of rows that add nothing: a repeat of an earlier identical row, or a -1
     # row for an image that also has RLE rows (whichever comes first).
     duplicate_rows: list[int] = field(default_factory=list)
+    multi_row: dict[str, list[int]] = field(default_factory=dict)
+    """ImageIds given on more than one row, with their lines: normal in a label file (one row
+    per instance), a mistake in a submission (one row per image)."""
 
     @property
     def positive_ids(self) -> list[str]:
@@ -159,6 +165,8 @@ def _data_rows(path: Path) -> Iterator[tuple[int, str, str]]:
     Blank lines are skipped. A first row whose first field is ``ImageId`` (any case) is the
     header; anything else there is data, so a headerless file loses no row.
     """
+    reader = None
+    previous_limit = csv.field_size_limit(FIELD_LIMIT)
     try:
         with _open_text(path, "r", compressed=path.suffix == ".gz") as stream:
             reader = csv.reader(stream, skipinitialspace=True)
@@ -176,7 +184,11 @@ def _data_rows(path: Path) -> Iterator[tuple[int, str, str]]:
     except FileNotFoundError:
         raise LabelFileError(f"{path}: label file not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise LabelFileError(f"{path}: cannot read as a UTF-8 CSV label file ({error})") from None
+        # csv counts the line it failed on among those read
+        where = f" line {reader.line_num}" if reader is not None and isinstance(error, csv.Error) else ""
+        raise LabelFileError(f"{path}{where}: cannot read as a UTF-8 CSV label file ({error})") from None
+    finally:
+        csv.field_size_limit(previous_limit)
 
 
 def _check_column_count(path: Path, line: int, values: list[str]) -> None:
@@ -203,11 +215,13 @@ def _collect_images(
 ) -> LabelSet:
     """Group rows by ImageId, keeping each distinct RLE once and noting redundant rows."""
     first_line: dict[str, int] = {}
+    lines_of: dict[str, list[int]] = {}
     rles: dict[str, list[str]] = {}
     empty_lines: dict[str, list[int]] = {}
     duplicate_rows: list[int] = []
     for line, image_id, rle in rows:
         first_line.setdefault(image_id, line)
+        lines_of.setdefault(image_id, []).append(line)
         instances = rles.setdefault(image_id, [])
         if rle in ("", EMPTY_RLE):
             empty_lines.setdefault(image_id, []).append(line)
@@ -224,7 +238,8 @@ def _collect_images(
         image_id: ImageLabel(image_id, tuple(rles[image_id]), line)
         for image_id, line in first_line.items()
     }
-    return LabelSet(path, images, sorted(duplicate_rows))
+    multi_row = {image_id: lines for image_id, lines in lines_of.items() if len(lines) > 1}
+    return LabelSet(path, images, sorted(duplicate_rows), multi_row)
 
 
 def _validate_rle(

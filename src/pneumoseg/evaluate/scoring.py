@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,17 @@ class Evaluation:
 
     per_image: pd.DataFrame  # columns PER_IMAGE_COLUMNS, one row per truth image, in truth order
     n_extra: int
+    multi_row: dict[str, list[int]] = field(default_factory=dict)
+    """Submission ImageIds on more than one row (their lines): their masks were unioned."""
+
+    def warnings(self, pred_csv: str | os.PathLike[str]) -> list[str]:
+        """One line per problem of the submission that the score tolerated."""
+        if not self.multi_row:
+            return []
+        image_id, lines = next(iter(self.multi_row.items()))
+        return [f"{pred_csv}: {len(self.multi_row)} ImageId(s) on more than one row (e.g. {image_id} at lines "
+                f"{', '.join(map(str, lines))}); their masks were unioned, as a label file's instances are, but a "
+                "submission should have one row per image"]
 
     def summary(self) -> dict[str, float | int]:
         """The score and what it is made of, to read against ``all_empty_baseline``.
@@ -52,6 +63,7 @@ class Evaluation:
             "n_images": len(table),
             "n_missing": int(table["missing"].sum()),
             "n_extra": self.n_extra,
+            "n_multi_row": len(self.multi_row),
             "n_truth_positive": int(truth_positive.sum()),
             "n_pred_positive": int(pred_positive.sum()),
             "mean_dice_positive": _mean_or_nan(dice[truth_positive]),
@@ -83,7 +95,7 @@ def evaluate_submission(
     per_image["dice"] = fbeta_from_counts(MaskCounts(overlap, pred_px, truth_px), beta=1.0)
     per_image["truth_positive"] = per_image["truth_px"] > 0
     per_image["pred_positive"] = per_image["pred_px"] > 0
-    return Evaluation(per_image[list(PER_IMAGE_COLUMNS)], n_extra=_count_extra(pred, truth))
+    return Evaluation(per_image[list(PER_IMAGE_COLUMNS)], n_extra=_count_extra(pred, truth), multi_row=pred.multi_row)
 
 
 def format_summary(summary: dict[str, float | int]) -> str:
