@@ -126,3 +126,48 @@ def test_evaluate_warns_about_an_image_on_two_rows(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith(f"warning: {pred}: 1 ImageId(s) on more than one row")
     assert "n_multi_row" in result.stdout
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+    (["--batch-size", "-1"], "--batch-size must be at least 1, not -1"),
+    (["--rle", "foo"], "--rle must be relative or standard, not 'foo'"),
+    (["--device", "bogus"], "--device must be cpu, cuda, cuda:N or auto, not 'bogus'"),
+    (["--device", "cuda"], "no CUDA GPU"),
+    (["--overlays", "FILE"], "--overlays"),
+])
+def test_predict_arguments_are_checked_before_any_image(tiny_runs, sample_dir, tmp_path, monkeypatch, capsys, flags,
+                                                        needle):
+    import torch
+
+    from tests.train.test_cli import assert_one_line_error, run_main
+
+    if flags == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    flags = [str(afile) if f == "FILE" else f for f in flags]
+    code, _, err = run_main(monkeypatch, capsys, "predict", "--cls", str(tiny_runs.cls), "--seg", str(tiny_runs.seg),
+                            "--images", str(sample_dir / "dicom"), "--out", str(tmp_path / "o.csv"), *flags)
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "o.csv.partial").exists()
+
+
+def test_predict_out_naming_a_folder_is_refused_first(tiny_runs, sample_dir, tmp_path, monkeypatch, capsys):
+    from tests.train.test_cli import assert_one_line_error, run_main
+
+    code, _, err = run_main(monkeypatch, capsys, "predict", "--cls", str(tiny_runs.cls), "--seg", str(tiny_runs.seg),
+                            "--images", str(sample_dir / "dicom"), "--out", str(tmp_path))
+    assert_one_line_error(code, err, f"--out {tmp_path}: is a folder")
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--size", "0"], "--size must be at least 1, not 0"),
+    (["--rle", "foo"], "--rle must be relative or standard"),
+    (["--json", "DIR"], "--json"),
+])
+def test_evaluate_arguments_are_one_line_errors(tmp_path, flags, needle):
+    truth = tmp_path / "truth.csv"
+    truth.write_text("ImageId,EncodedPixels\n1.2.3,-1\n")
+    flags = [str(tmp_path) if f == "DIR" else f for f in flags]
+    _one_line_error(run_cli("evaluate", "--pred", str(truth), "--truth", str(truth), *flags), needle)

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from pneumoseg.cli_options import at_least, device_name, output_file, output_folder, rle_format, tta_flag
 from pneumoseg.errors import PneumosegError
 
 app = typer.Typer(
@@ -77,6 +78,10 @@ def evaluate(
     from pneumoseg.evaluate.scoring import evaluate_submission, format_summary
     from pneumoseg.io import atomic_write_json, atomic_write_text
 
+    at_least("--size", size)
+    rle_format(rle)
+    output_file("--json", json_out)
+    output_file("--per-image", per_image)
     result = evaluate_submission(pred, truth, shape=(size, size), fmt=rle)
     for warning in result.warnings(pred):
         typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
@@ -204,10 +209,16 @@ def predict(
     from pneumoseg.data.index import find_dicoms
     from pneumoseg.infer.predict import predict_files
 
+    at_least("--batch-size", batch_size)
+    rle_format(rle)
+    output_file("--out", out)
+    for option, folder in (("--overlays", overlays), ("--probs", probs), ("--dicom-seg", dicom_seg)):
+        output_folder(option, folder)
+    device = device_name(device) if backend == "torch" else device
     paths = [p for root in images for p in find_dicoms(root)]
     if not paths:
         raise PneumosegError(f"no .dcm files found under {', '.join(str(root) for root in images)}")
-    pipeline = _build_pipeline(backend, cls, seg, onnx, seg_only=seg_only, checkpoint=checkpoint, tta=_tta(tta),
+    pipeline = _build_pipeline(backend, cls, seg, onnx, seg_only=seg_only, checkpoint=checkpoint, tta=tta_flag(tta),
                                device=device)
     updates = {"rule": rule, "cls_threshold": cls_threshold, "pixel_threshold": pixel_threshold, "min_area": min_area}
     pipeline.post = updated_postprocess(pipeline.post, updates, "command line")
@@ -267,7 +278,7 @@ def tune(
     if rule not in {"best", "threshold", "triplet"}:
         raise PneumosegError(f"--rule must be best, threshold or triplet, not {rule!r}")
     samples = validation_samples(seg, images, labels, splits_path=splits, fold=fold, cls_run=cls)
-    outputs = outputs_from_runs(cls, seg, samples, checkpoint=checkpoint, tta=_tta(tta), device=_device(device),
+    outputs = outputs_from_runs(cls, seg, samples, checkpoint=checkpoint, tta=tta_flag(tta), device=device_name(device),
                                 desc="validation inference")
     result = tune_postprocess(outputs, rule=rule, gated=cls is not None)
     path = save_postprocess(result, seg)
@@ -321,7 +332,7 @@ def report(
     from pneumoseg.evaluate.report import build_report
 
     result = build_report(cls, seg, images, labels, out, test_images=test_images, test_labels=test_labels,
-                          splits_path=splits, fold=fold, device=_device(device), tta=tta)
+                          splits_path=splits, fold=fold, device=device_name(device), tta=tta)
     typer.echo(result.render())
     typer.echo(f"report: {result.markdown_path}")
 
@@ -348,7 +359,7 @@ def _build_pipeline(backend: str, cls: Path | None, seg: Path | None, onnx_dir: 
     from pneumoseg.infer.pipeline import build_torch_pipeline
 
     return build_torch_pipeline(None if seg_only else cls, seg, seg_checkpoint=checkpoint, tta=tta,
-                                device=_device(device))
+                                device=device_name(device))
 
 
 @app.command()
@@ -370,19 +381,7 @@ def serve(
         raise PneumosegError(f"the web viewer needs the serve extra ({exc.name} is missing): "
                              'pip install "pneumoseg[serve]"') from None
     typer.echo(f"pneumoseg viewer: open http://{host}:{port}/ (Ctrl+C to stop)")
-    run_server(cls, seg, host, port, device=_device(device), max_upload_mb=max_upload_mb)
-
-
-def _tta(value: str) -> bool:
-    if value not in {"none", "hflip"}:
-        raise PneumosegError(f"--tta must be none or hflip, not {value!r}")
-    return value == "hflip"
-
-
-def _device(value: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if value == "auto" else value
+    run_server(cls, seg, host, port, device=device_name(device), max_upload_mb=max_upload_mb)
 
 
 def main() -> None:
