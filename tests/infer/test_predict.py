@@ -73,6 +73,29 @@ def test_bad_files_are_listed_and_good_ones_still_predicted(tiny_runs, sample_di
     assert len(rows) == 1 and rows[0]["path"].endswith("broken.dcm") and "not a DICOM" in rows[0]["reason"]
 
 
+def test_files_sharing_a_sop_instance_uid_are_listed_and_none_predicted(tiny_runs, sample_dicoms, tmp_path):
+    """Two files, one SOPInstanceUID: no row, overlay or SEG for either (none may overwrite the other)."""
+    folder = tmp_path / "in"
+    (folder / "copy").mkdir(parents=True)
+    for path in sample_dicoms[:3]:
+        shutil.copy(path, folder / path.name)
+    twin = folder / "copy" / "again.dcm"
+    shutil.copy(sample_dicoms[0], twin)
+    out, overlays, segs = tmp_path / "out" / "submission.csv", tmp_path / "overlays", tmp_path / "segs"
+    result = runner.invoke(app, ["predict", "--cls", str(tiny_runs.cls), "--seg", str(tiny_runs.seg),
+                                 "--images", str(folder), "--out", str(out), "--overlays", str(overlays),
+                                 "--cls-threshold", "0", "--pixel-threshold", "0", "--min-area", "0",
+                                 "--dicom-seg", str(segs)])
+    assert result.exit_code == 1, result.output
+    shared_id = sample_dicoms[0].stem
+    assert set(read_labels(out).images) == {p.stem for p in sample_dicoms[1:3]}
+    rows = {r["path"]: r["reason"] for r in csv.DictReader((out.parent / "errors.csv").open())}
+    assert set(rows) == {str(folder / sample_dicoms[0].name), str(twin)}
+    assert all(f"SOPInstanceUID {shared_id} is also that of" in reason for reason in rows.values())
+    assert shared_id not in {p.stem for p in overlays.iterdir()} and len(list(overlays.iterdir())) == 2
+    assert shared_id not in {p.stem for p in segs.iterdir()}
+
+
 def test_interrupted_run_resumes_without_redoing_finished_images(tiny_runs, sample_dicoms, tmp_path):
     pipeline = build_torch_pipeline(tiny_runs.cls, tiny_runs.seg)
     clean = tmp_path / "clean.csv"

@@ -8,6 +8,7 @@ checked: no half-written CSV, PNG or DICOM SEG, no temporary file besides ``.par
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import signal
@@ -133,11 +134,19 @@ def test_predict_over_a_folder_of_bad_files_keeps_every_good_image(tiny_runs, sa
     }
     (folder / "real.dcm").write_bytes(real.read_bytes())
     (folder / "text.dcm").write_text("ImageId,EncodedPixels\n")
-    (folder / "truncated.dcm").write_bytes(real.read_bytes()[:2000])
-    ds = _pydicom.dcmread(real)
+
+    def variant() -> _pydicom.Dataset:  # the real file under a UID of its own (a shared UID is another error)
+        ds = _pydicom.dcmread(real)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = _pydicom.uid.generate_uid()
+        return ds
+
+    buffer = io.BytesIO()
+    variant().save_as(buffer)
+    (folder / "truncated.dcm").write_bytes(buffer.getvalue()[:2000])
+    ds = variant()
     del ds.PixelData
     ds.save_as(folder / "no-pixels.dcm")
-    ds = _pydicom.dcmread(real)
+    ds = variant()
     ds.file_meta.TransferSyntaxUID = "1.2.3.4.5"
     ds.PixelData = encapsulate([bytes(8)])
     ds.save_as(folder / "unknown-syntax.dcm")

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from pneumoseg.data.dicom import DicomImage, read_dicom
+from pneumoseg.data.dicom import DicomImage, read_dicom, read_image_id
 from pneumoseg.data.labels import write_label_csv
 from pneumoseg.data.rle import rle_encode
 from pneumoseg.errors import DicomReadError
@@ -128,6 +128,27 @@ def _read_batch(paths: list[Path], errors: dict[str, str]) -> list[DicomImage]:
     return images
 
 
+def shared_image_ids(paths: list[Path]) -> dict[str, str]:
+    """Files whose SOPInstanceUID another file has too, with the reason to list in errors.csv.
+
+    A submission has one row per ImageId, and overlays and SEGs are named by it: none of the
+    files of a shared UID is predicted, rather than one silently replacing the other. A header
+    that cannot be read is left for the full read to report."""
+    by_id: dict[str, list[Path]] = {}
+    for path in paths:
+        try:
+            by_id.setdefault(read_image_id(path), []).append(path)
+        except DicomReadError:
+            continue
+    reasons = {}
+    for image_id, group in by_id.items():
+        for path in group if len(group) > 1 else []:
+            others = ", ".join(str(p) for p in group if p != path)
+            reasons[str(path)] = (f"{path}: SOPInstanceUID {image_id} is also that of {others}; "
+                                  "none of them is predicted (a submission has one row per ImageId)")
+    return reasons
+
+
 def _write_errors(out: Path, errors: dict[str, str]) -> None:
     path = errors_path(out)
     if not errors:
@@ -153,7 +174,9 @@ def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, b
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(out)
     done = _read_partial(partial)
-    summary = PredictSummary(out, n_resumed=sum(1 for p in paths if str(p) in done))
+    shared = shared_image_ids(paths)
+    paths = [p for p in paths if str(p) not in shared]
+    summary = PredictSummary(out, n_resumed=sum(1 for p in paths if str(p) in done), errors=dict(shared))
     todo = [p for p in paths if str(p) not in done]
     bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="predict", unit="img", disable=not progress)
     with open(partial, "a", newline="") as fh:
