@@ -133,7 +133,7 @@ OutOpt = Annotated[Path, typer.Option(help="Run folder for checkpoints, metrics.
 FoldOpt = Annotated[int, typer.Option(help="Which fold of splits.json to train (k-fold: data.n_folds).")]
 PretrainedOpt = Annotated[Optional[Path], typer.Option(help="Local weight file (.safetensors/.pth, timm/smp state dict or a pneumoseg checkpoint), or 'imagenet': the recipe's ImageNet weights through timm/smp's own cache, downloaded when there is internet and HF_HUB_OFFLINE is not set (`pneumoseg weights fetch` saves them as files). Without it training starts from scratch.")]
 ResumeOpt = Annotated[bool, typer.Option(help="Continue from the run folder's last saved epoch.")]
-SplitsOpt = Annotated[Optional[Path], typer.Option(help="splits.json to reuse or create (default: beside the labels CSV).")]
+SplitsOpt = Annotated[Optional[Path], typer.Option(help="splits.json to reuse or create (default: splits.json in the run folder; give the second stage the same file).")]
 
 
 def _train(kind: str, images: Path, labels: Path, config: str, overrides: list[str] | None, out: Path, fold: int,
@@ -339,7 +339,8 @@ def report(
 
 def _build_pipeline(backend: str, cls: Path | None, seg: Path | None, onnx_dir: Path | None, *, seg_only: bool,
                     checkpoint: str, tta: bool, device: str):
-    """The prediction pipeline: --backend torch (run folders) or onnx (an `export-onnx` folder)."""
+    """The prediction pipeline: --backend torch (run folders) or onnx (an `export-onnx` folder);
+    ``device`` is already resolved for torch (:func:`device_name`)."""
     if backend == "onnx":
         if onnx_dir is None:
             raise PneumosegError("--backend onnx needs --onnx DIR (a folder written by `pneumoseg export-onnx`)")
@@ -358,8 +359,7 @@ def _build_pipeline(backend: str, cls: Path | None, seg: Path | None, onnx_dir: 
         raise PneumosegError("give --cls RUN, or --seg-only to segment without the classifier gate")
     from pneumoseg.infer.pipeline import build_torch_pipeline
 
-    return build_torch_pipeline(None if seg_only else cls, seg, seg_checkpoint=checkpoint, tta=tta,
-                                device=device_name(device))
+    return build_torch_pipeline(None if seg_only else cls, seg, seg_checkpoint=checkpoint, tta=tta, device=device)
 
 
 @app.command()

@@ -27,6 +27,7 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 """A share or probability: finite, in [0, 1]."""
 Positive = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[float, Field(ge=0.0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 class AugmentConfig(_Section):
@@ -49,7 +50,7 @@ class DataConfig(_Section):
     n_folds: Annotated[int, Field(ge=2)] | None = None
     """Stratified k-fold instead of the holdout split when set."""
     split_seed: int = 0
-    num_workers: Annotated[int, Field(ge=0)] = 0
+    num_workers: NonNegativeInt = 0
     cache: bool = True
     """Decode each DICOM once at the training resolution and reuse it across epochs and runs."""
     cache_dir: str | None = None
@@ -68,7 +69,7 @@ class StageConfig(_Section):
     cycle_epochs: Positive | None = None
     """Length of one cosine-annealing cycle (warm restarts) in epochs; None: one cycle over all epochs."""
     weight_decay: NonNegative = 0.0
-    frozen_epochs: Annotated[int, Field(ge=0)] = 0
+    frozen_epochs: NonNegativeInt = 0
     """Epochs at the start during which the encoder gets no update (segmenter; a classifier of
     arch ``smp:<encoder>``)."""
     augment: AugmentConfig = AugmentConfig()
@@ -107,9 +108,10 @@ class SegmenterConfig(StageConfig):
     arch: str = "FPN"
     """segmentation-models-pytorch architecture name."""
     encoder: str = "inceptionresnetv2"
-    batch_size: int = 4
-    cycle_epochs: int | None = 1
-    frozen_epochs: int = 2
+    # Redefined defaults keep the base class's types: a plain ``int`` here would drop their bounds.
+    batch_size: Positive = 4
+    cycle_epochs: Positive | None = 1
+    frozen_epochs: NonNegativeInt = 2
     swa_start: Positive = 13
     swa_end: Positive = 17
     """SWA averages the weights at the end of epochs swa_start..swa_end (1-based, inclusive)."""
@@ -139,7 +141,7 @@ class PostprocessConfig(_Section):
 
     cls_threshold: Probability = 0.5
     pixel_threshold: Probability = 0.5
-    min_area: Annotated[int, Field(ge=0)] = 3500
+    min_area: NonNegativeInt = 3500
     """Smallest connected component kept, in pixels at 1024×1024 (scaled with resolution)."""
     rule: Literal["threshold", "triplet"] = "threshold"
     top: Probability = 0.75
