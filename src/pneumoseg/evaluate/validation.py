@@ -49,12 +49,12 @@ def check_same_split(cls_run: Path | None, seg_run: Path) -> None:
     if cls_run is None:
         return
     cls, seg = run_record(cls_run), run_record(seg_run)
-    key = "splits_sha256" if cls.get("splits_sha256") and seg.get("splits_sha256") else "splits"
-    for field in (key, "fold"):
-        if cls.get(field, 0 if field == "fold" else None) != seg.get(field, 0 if field == "fold" else None):
-            what = "split files" if field != "fold" else "folds"
-            raise PneumosegError(f"{cls_run} and {seg_run} were trained on different {what} "
-                                 f"({cls.get(field)} and {seg.get(field)}); train both on one --splits file and fold")
+    split_key = "splits_sha256" if cls.get("splits_sha256") and seg.get("splits_sha256") else "splits"
+    for key, what, default in ((split_key, "split files", None), ("fold", "folds", 0)):
+        ours, theirs = cls.get(key, default), seg.get(key, default)
+        if ours != theirs:
+            raise PneumosegError(f"{cls_run} and {seg_run} were trained on different {what} ({ours} and {theirs}); "
+                                 "train both on one --splits file and fold")
 
 
 def validation_samples(seg_run: Path, images: Path, labels: Path, *, splits_path: Path | None = None,

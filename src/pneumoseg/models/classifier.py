@@ -63,17 +63,16 @@ class EncoderClassifier(nn.Module):
         return self
 
 
-def build_classifier(cfg: ClassifierConfig, *, encoder_weights: str | None = None) -> nn.Module:
+def build_classifier(cfg: ClassifierConfig) -> nn.Module:
     """Build ``cfg.arch`` with random weights and a single output logit.
 
-    ``encoder_weights`` ("imagenet", ``smp:`` encoders only) is smp's pretrained encoder, used
-    by :mod:`pneumoseg.models.imagenet`; a local file is loaded by
+    ImageNet weights come through :mod:`pneumoseg.models.imagenet`; a local file is loaded by
     :func:`pneumoseg.models.load_pretrained`.
     """
     if cfg.arch.startswith(CLASSIFIER_ENCODER_PREFIX):
         encoder = cfg.arch.removeprefix(CLASSIFIER_ENCODER_PREFIX)
         try:
-            return EncoderClassifier(encoder, encoder_weights)
+            return EncoderClassifier(encoder)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"classifier.arch {cfg.arch!r}: {exc}") from None
     try:

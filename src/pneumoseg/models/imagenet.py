@@ -25,7 +25,7 @@ from torch import nn
 
 from pneumoseg.config import CLASSIFIER_ENCODER_PREFIX, ClassifierConfig, Config, SegmenterConfig
 from pneumoseg.errors import PneumosegError
-from pneumoseg.models.classifier import build_classifier
+from pneumoseg.models.classifier import EncoderClassifier
 from pneumoseg.models.segmenter import build_segmenter
 
 IMAGENET = "imagenet"
@@ -69,7 +69,8 @@ def imagenet_classifier(cfg: ClassifierConfig, config_name: str = "siim") -> nn.
     what = f"classifier {cfg.arch}"
     with _from_library(what, config_name):
         if cfg.arch.startswith(CLASSIFIER_ENCODER_PREFIX):
-            return build_classifier(cfg, encoder_weights=IMAGENET)
+            # not build_classifier: it reports library errors as config errors, without the hint
+            return EncoderClassifier(cfg.arch.removeprefix(CLASSIFIER_ENCODER_PREFIX), IMAGENET)
         missing = _url_weights_missing(cfg.arch) if offline() else None
         if missing is not None:
             raise FileNotFoundError(f"no {missing}")
