@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pneumoseg.config import Config, StageConfig
+from pneumoseg.config import Config
 from pneumoseg.data.augment import build_train_transform
 from pneumoseg.data.cache import ImageCache
 from pneumoseg.data.datasets import Sample, XrayDataset

@@ -154,11 +154,12 @@ def _generate_split(out: Path, split: str, n: int, first_patient: int, *, seed: 
             for index in range(n)]
     rows = ["ImageId, EncodedPixels"]  # stage-1 style: a space after each comma
     made = _made_in_order(jobs, min(workers, max(1, n // IMAGES_PER_WORKER)))
+    split_records = []
     for record, image_rows in tqdm(made, total=n, desc=f"synth {split}", disable=not progress, unit="img"):
-        records.append(record)
+        split_records.append(record)
         rows += image_rows
     atomic_write_text(out / f"{split}-rle.csv", "\n".join(rows) + "\n")
-    split_records = [r for r in records if r.split == split]
+    records.extend(split_records)
     return _SplitResult(n, sum(r.n_instances > 0 for r in split_records), sum(r.n_instances for r in split_records))
 
 
