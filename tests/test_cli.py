@@ -3,6 +3,8 @@
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -171,3 +173,28 @@ def test_evaluate_arguments_are_one_line_errors(tmp_path, flags, needle):
     truth.write_text("ImageId,EncodedPixels\n1.2.3,-1\n")
     flags = [str(tmp_path) if f == "DIR" else f for f in flags]
     _one_line_error(run_cli("evaluate", "--pred", str(truth), "--truth", str(truth), *flags), needle)
+
+
+def test_an_internal_error_is_exit_3_with_one_line_naming_the_traceback_log(tmp_path, monkeypatch, capsys):
+    """A bug (here: the scorer raising ZeroDivisionError) is not the user's fault: exit 3, not 1
+    ("some files unreadable") or 2 ("bad input"), and the traceback goes to a log, not the screen."""
+    import re
+
+    from pneumoseg.evaluate import scoring
+    from tests.train.test_cli import run_main
+
+    def broken(*args, **kwargs):
+        return 1 / 0
+
+    monkeypatch.setattr(scoring, "evaluate_submission", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the log goes
+    truth = tmp_path / "truth.csv"
+    truth.write_text("ImageId,EncodedPixels\n1.2.3,-1\n")
+    code, out, err = run_main(monkeypatch, capsys, "evaluate", "--pred", str(truth), "--truth", str(truth))
+    assert code == 3 and out == ""
+    [line] = err.strip().splitlines()
+    assert line.startswith("internal error: ZeroDivisionError: division by zero (traceback in ")
+    log = Path(re.search(r"traceback in (\S+);", line).group(1))
+    assert log.parent == tmp_path and "Traceback" not in err
+    text = log.read_text()
+    assert text.startswith("pneumoseg evaluate --pred") and "ZeroDivisionError" in text and "return 1 / 0" in text

@@ -85,8 +85,9 @@ def test_a_bad_postprocess_json_stops_predict_loading(tmp_path):
     from pneumoseg.config import PostprocessConfig
     from pneumoseg.errors import PneumosegError
     from pneumoseg.infer.pipeline import load_postprocess
+    from pneumoseg.io import sealed
 
-    (tmp_path / "postprocess.json").write_text(json.dumps({"params": {"cls_threshold": 7}}))
+    (tmp_path / "postprocess.json").write_text(json.dumps(sealed({"params": {"cls_threshold": 7}})))
     with pytest.raises(PneumosegError, match="postprocess.json: cls_threshold"):
         load_postprocess(tmp_path, PostprocessConfig())
     (tmp_path / "postprocess.json").write_text("[1, 2]")

@@ -173,6 +173,26 @@ def test_incomplete_folders_are_refused(exported, tmp_path):
         load_manifest(partial)
 
 
+def test_a_changed_model_file_or_manifest_is_refused(exported, tmp_path):
+    """onnx.json records each model's SHA-256 and carries its own; a change to either is refused."""
+    import json
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exported, copy)
+    model = copy / "segmenter.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(PneumosegError, match="segmenter.onnx: its SHA-256 differs from the one in onnx.json"):
+        build_onnx_pipeline(copy, seg_only=True)
+    shutil.copy(exported / "segmenter.onnx", model)
+    manifest = json.loads((copy / "onnx.json").read_text())
+    manifest["segmenter"]["image_size"] = 96
+    (copy / "onnx.json").write_text(json.dumps(manifest))
+    with pytest.raises(PneumosegError, match="onnx.json: content_sha256 does not match"):
+        build_onnx_pipeline(copy, seg_only=True)
+
+
 def test_backend_options_are_checked(exported, tiny_runs, sample_dir, tmp_path, monkeypatch, capsys):
     from tests.train.test_cli import assert_one_line_error, run_main
 

@@ -26,17 +26,17 @@ from typing import Any
 import numpy as np
 
 from pneumoseg.config import PostprocessConfig, updated_postprocess
-from pneumoseg.data.preprocess import LEGACY, Normalisation, to_model_input
+from pneumoseg.data.preprocess import Normalisation, to_model_input
 from pneumoseg.errors import PneumosegError
 from pneumoseg.infer.pipeline import ModelRunner, TwoStagePipeline, load_postprocess
-from pneumoseg.io import atomic_save, atomic_write_json
+from pneumoseg.io import atomic_save, atomic_write_json, check_seal, sealed, sha256_of
 
 MANIFEST = "onnx.json"
 FILES = {"classifier": "classifier.onnx", "segmenter": "segmenter.onnx"}
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 FORMAT = "pneumoseg-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: onnx.json carries its own checksum, verified with each model file's
 CPU = ("CPUExecutionProvider",)
 
 
@@ -102,6 +102,7 @@ def export_onnx(cls_run: Path, seg_run: Path, out_dir: Path, *, seg_checkpoint: 
             entry["postprocess"] = post.model_dump(mode="json")
             entry["postprocess_source"] = str(post_path.resolve()) if post_path.is_file() else "run config"
         manifest[trained.kind] = entry
+    manifest = sealed(manifest)
     atomic_write_json(out_dir / MANIFEST, manifest)
     return manifest
 
@@ -140,7 +141,6 @@ def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[
     import onnx
 
     from pneumoseg.models.trained import checkpoint_path
-    from pneumoseg.io import sha256_of
     from pneumoseg.train.checkpoint import read_metadata
 
     model = trained.model.float().cpu().eval()
@@ -164,10 +164,7 @@ def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[
 
     atomic_save(path, save)
     weights = checkpoint_path(trained.run_dir, trained.checkpoint)
-    try:
-        source_meta = read_metadata(weights) or json.loads(weights.with_suffix(".json").read_text())
-    except (OSError, json.JSONDecodeError, PneumosegError):
-        source_meta = {}
+    source_meta = read_metadata(weights) or {}  # verified when the model was loaded
     stage = trained.config.classifier if trained.kind == "classifier" else trained.config.segmenter
     arch = stage.arch if trained.kind == "classifier" else f"{stage.arch}/{stage.encoder}"
     output_shape: list[str | int] = ["batch", 1] if trained.kind == "classifier" else ["batch", 1, "height", "width"]
@@ -283,12 +280,17 @@ def load_manifest(onnx_dir: Path, *, need_classifier: bool = True) -> dict[str, 
     if manifest.get("format_version") != FORMAT_VERSION:
         raise PneumosegError(f"{path}: format version {manifest.get('format_version')} is not supported "
                              f"(this pneumoseg reads {FORMAT_VERSION}); export again")
+    check_seal(manifest, str(path))
     for kind in ("classifier", "segmenter") if need_classifier else ("segmenter",):
         entry = manifest.get(kind)
         if not isinstance(entry, dict) or "file" not in entry or "image_size" not in entry:
             raise PneumosegError(f"{path}: no {kind} entry")
-        if not (onnx_dir / entry["file"]).is_file():
+        model_file = onnx_dir / entry["file"]
+        if not model_file.is_file():
             raise PneumosegError(f"{onnx_dir}: {entry['file']} is missing (named in {MANIFEST})")
+        if sha256_of(model_file) != entry.get("sha256"):
+            raise PneumosegError(f"{model_file}: its SHA-256 differs from the one in {MANIFEST}; the file was "
+                                 "altered, damaged or replaced (export again)")
     return manifest
 
 
@@ -313,9 +315,9 @@ def _onnx_runner(onnx_dir: Path, entry: dict[str, Any], providers: tuple[str, ..
                  tta: bool) -> ModelRunner:
     """One manifest entry as a :class:`ModelRunner`, normalised as the manifest records."""
     where = str(Path(onnx_dir) / MANIFEST)
-    normalisation = Normalisation.from_json(entry["normalisation"], where) if "normalisation" in entry else LEGACY
+    normalisation = Normalisation.from_json(entry.get("normalisation"), where)
     return ModelRunner(onnx_forward(Path(onnx_dir) / entry["file"], providers), int(entry["image_size"]),
-                       normalisation, tta)
+                       normalisation, tta, f"onnx:{entry['sha256']}:{','.join(providers)}")
 
 
 def render_export(manifest: dict[str, Any], out_dir: Path) -> str:

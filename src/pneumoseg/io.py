@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,39 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def shown(path: str | PathLike[str]) -> str:
+    """A path as text that can always be printed and written as UTF-8: bytes of a name that
+    are not UTF-8 (kept by Python as surrogate escapes) appear as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+SEAL_KEY = "content_sha256"
+"""The key of a JSON file's own checksum (:func:`sealed`), over the rest of the file."""
+
+
+def json_digest(obj: dict[str, Any]) -> str:
+    """SHA-256 of ``obj`` without its :data:`SEAL_KEY`, as canonical JSON (sorted keys)."""
+    plain = {k: v for k, v in obj.items() if k != SEAL_KEY}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def sealed(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with its checksum added, so that an edit or damage is refused on reading."""
+    plain = json.loads(json.dumps(obj, default=str))  # what reading the file gives back
+    return {**plain, SEAL_KEY: json_digest(plain)}
+
+
+def check_seal(obj: dict[str, Any], where: str) -> None:
+    """Refuse ``obj`` (read from ``where``) when its checksum is missing or differs.
+
+    This detects damage and hand edits, not a determined forger (who can recompute it): the
+    values are changed through the command line's options instead, which are validated."""
+    from pneumoseg.errors import PneumosegError
+
+    if SEAL_KEY not in obj:
+        raise PneumosegError(f"{where}: no {SEAL_KEY}; written by an older pneumoseg or by hand, write it again")
+    if obj[SEAL_KEY] != json_digest(obj):
+        raise PneumosegError(f"{where}: {SEAL_KEY} does not match the contents; the file was edited or damaged "
+                             "(change values with command-line options, or write it again)")

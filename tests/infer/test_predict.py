@@ -10,7 +10,8 @@ from pneumoseg.data.dicom import read_dicom
 from pneumoseg.data.labels import read_labels
 from pneumoseg.evaluate.scoring import evaluate_submission
 from pneumoseg.infer.pipeline import build_torch_pipeline
-from pneumoseg.infer.predict import predict_files, safe_name
+from pneumoseg.infer.predict import predict_files, run_fingerprint, safe_name
+from pneumoseg.infer.resume import open_partial
 
 runner = CliRunner()
 
@@ -104,7 +105,8 @@ def test_interrupted_run_resumes_without_redoing_finished_images(tiny_runs, samp
     partial = out.with_name(out.name + ".partial")
     # a previous run finished the first two images, then died mid-line
     done_rows = [line for line in clean.read_text().splitlines()[1:3]]
-    partial.write_text("".join(f"{sample_dicoms[i]},{row}\n" for i, row in enumerate(done_rows)) + "/half/written,")
+    with open_partial(out, run_fingerprint(pipeline, "relative")) as fh:
+        fh.write("".join(f"{sample_dicoms[i]},{row}\n" for i, row in enumerate(done_rows)) + "/half/written,")
     calls = []
     original = pipeline.predict
     pipeline.predict = lambda images: calls.append(len(images)) or original(images)

@@ -53,12 +53,12 @@ def _predict(tiny_runs, folder: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _complete_rows(partial: Path) -> int:
-    """Rows of ``.partial`` that end in a newline (a torn last line does not count)."""
+    """Rows of ``.partial`` that end in a newline (a torn last line and the fingerprint line do not count)."""
     try:
         data = partial.read_bytes()
     except FileNotFoundError:
         return 0
-    return data.count(b"\n")
+    return sum(1 for line in data.split(b"\n")[:-1] if not line.startswith(b"#pneumoseg-partial "))
 
 
 def _temporaries(root: Path) -> list[Path]:

@@ -116,3 +116,27 @@ def test_tune_command_without_classifier_tunes_segmentation_alone(tiny_runs, tmp
     assert f"saved {seg / 'postprocess-seg-only.json'}" in result.output
     saved = json.loads((seg / "postprocess-seg-only.json").read_text())
     assert "cls_threshold" not in saved["params"] and not (seg / "postprocess.json").exists()
+
+
+def test_an_edited_postprocess_json_is_refused(tmp_path):
+    """A hand edit (or damage) of the tuned values is caught by the file's own checksum; values
+    are changed through predict's options, which are validated."""
+    import json
+
+    from pneumoseg.config import PostprocessConfig
+    from pneumoseg.errors import PneumosegError
+    from pneumoseg.infer.pipeline import load_postprocess
+    from pneumoseg.io import sealed
+
+    path = tmp_path / "postprocess.json"
+    path.write_text(json.dumps(sealed({"params": {"cls_threshold": 0.4, "min_area": 100}})))
+    assert load_postprocess(tmp_path, PostprocessConfig()).min_area == 100
+    edited = json.loads(path.read_text())
+    edited["params"]["min_area"] = 0
+    path.write_text(json.dumps(edited))
+    with pytest.raises(PneumosegError, match="postprocess.json: content_sha256 does not match the contents"):
+        load_postprocess(tmp_path, PostprocessConfig())
+    del edited["content_sha256"]
+    path.write_text(json.dumps(edited))
+    with pytest.raises(PneumosegError, match="postprocess.json: no content_sha256"):
+        load_postprocess(tmp_path, PostprocessConfig())

@@ -158,9 +158,9 @@ def test_cli_weights_fetch_writes_files_train_accepts(hub_cache, tmp_path, monke
 
 @pytest.mark.parametrize("user_set", [True, False])
 def test_downloads_are_allowed_only_when_the_user_did_not_choose_offline(hub_cache, monkeypatch, user_set):
-    from pneumoseg import cli
+    from pneumoseg.cli import base
 
-    monkeypatch.setattr(cli, "USER_CHOSE_OFFLINE", user_set)
+    monkeypatch.setattr(base, "USER_CHOSE_OFFLINE", user_set)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cli._allow_weight_downloads()
+    base.allow_weight_downloads()
     assert hf_constants.HF_HUB_OFFLINE is (True if user_set else False)

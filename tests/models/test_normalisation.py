@@ -111,4 +111,5 @@ def test_onnx_manifest_normalisation_drives_the_onnx_back_end(tiny_runs, tmp_pat
     for kind in ("classifier", "segmenter"):
         del manifest[kind]["normalisation"]
     (tmp_path / "onnx" / "onnx.json").write_text(json.dumps(manifest))
-    assert build_onnx_pipeline(tmp_path / "onnx").segmenter.normalisation == LEGACY
+    with pytest.raises(PneumosegError, match="onnx.json: content_sha256 does not match"):
+        build_onnx_pipeline(tmp_path / "onnx")  # an edited manifest is refused, not read with other statistics

@@ -153,3 +153,32 @@ def test_run_checkpoints_carry_config_epoch_and_metrics(seg_run):
     assert [r["epoch"] for r in state_meta["history"]] == [1, 2, 3]
     last = seg_run.trainer.snapshots[3]
     assert all(torch.equal(tensors[f"model.{k}"], v) for k, v in last.items())
+
+
+def test_an_edited_config_in_the_header_is_refused(tiny_runs, tmp_path):
+    """The issue's case: one byte of the embedded config changed (image_size 64 -> 96, same
+    length, so the file stays a well-formed safetensors file) must not load."""
+    import shutil
+
+    from pneumoseg.models.trained import load_trained
+
+    run = tmp_path / "cls"
+    shutil.copytree(tiny_runs.cls, run)
+    path = run / "best.safetensors"
+    data = path.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    header = data[:header_end]
+    assert header.count(b'\\"image_size\\":64') >= 1
+    path.write_bytes(header.replace(b'\\"image_size\\":64', b'\\"image_size\\":96', 1) + data[header_end:])
+    assert safe_open(str(path), "pt").metadata()  # still readable: only the checksum can tell
+    with pytest.raises(PneumosegError, match="checksum of the weights and header does not match"):
+        load_trained(run, "best")
+
+
+def test_a_checkpoint_whose_checksum_covers_only_the_tensors_is_refused(tmp_path):
+    """Older files carried a tensor-only checksum: their header could be edited unseen."""
+    path = tmp_path / "old.safetensors"
+    tensors = {"weight": torch.ones(2)}
+    save_file(tensors, str(path), metadata={"pneumoseg": json.dumps({"kind": "segmenter", "tensors_sha256": "x"})})
+    with pytest.raises(PneumosegError, match="older pneumoseg whose checksum did not cover the header"):
+        load_tensors(path)

@@ -38,6 +38,7 @@ from pydicom.uid import JPEGBaseline8Bit, UID
 
 from pneumoseg.data.intensity import display_grey, pixel_spacing
 from pneumoseg.errors import DicomReadError
+from pneumoseg.io import shown
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def read_image_id(path: str | PathLike[str]) -> str:
 
 
 def _read_error(path: Path, reason: str) -> DicomReadError:
-    return DicomReadError(f"{path}: {reason}")
+    return DicomReadError(f"{shown(path)}: {reason}")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -236,4 +237,4 @@ def _plugin_for(decoder: Decoder) -> str:
 
 
 def _image_id(ds: Dataset, path: Path) -> str:
-    return str(ds.get("SOPInstanceUID") or path.stem)
+    return str(ds.get("SOPInstanceUID") or shown(path.stem))

@@ -5,7 +5,8 @@ Images are identified by their file stem, which in SIIM is the SOPInstanceUID an
 spirit of nnU-Net's): every problem that would make training fail or silently drop data is
 counted, listed and turns :attr:`DataCheck.ok` False:
 
-- files that cannot be read (or, with ``decode=True``, decoded);
+- files that cannot be read (or, with ``decode=True``, decoded), folders that cannot be
+  listed, and ``.dcm`` links that are dangling or loop;
 - the same image id in two or more files;
 - label rows for images that are not there;
 - images that have no label row, when a label file is given (without one the data is
@@ -20,6 +21,8 @@ label file must use the stem).
 
 from __future__ import annotations
 
+import errno
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,20 +34,70 @@ from tqdm import tqdm
 from pneumoseg.data.dicom import read_dicom, read_image_id
 from pneumoseg.data.labels import LabelSet, read_labels
 from pneumoseg.errors import DicomReadError, PneumosegError
+from pneumoseg.io import shown
 
 MAX_EXAMPLES = 10
 
 
 def find_dicoms(root: str | PathLike[str]) -> list[Path]:
-    """All ``*.dcm`` files (any case) under ``root``, recursively, sorted; ``[root]`` for a file."""
+    """All ``*.dcm`` files (any case) under ``root``, recursively, sorted; ``[root]`` for a file.
+
+    Refuses, in one line, a tree with paths it cannot read (see :func:`scan_dicoms`): training
+    on a folder that silently lost some of its images is worse than not training."""
+    scan = scan_dicoms(root)
+    if scan.problems:
+        path, reason = next(iter(scan.problems.items()))
+        more = f" (and {len(scan.problems) - 1} more)" if len(scan.problems) > 1 else ""
+        raise PneumosegError(f"{shown(path)}: {reason}{more}; `pneumoseg check-data` lists them all")
+    return scan.paths
+
+
+@dataclass
+class DicomScan:
+    """The ``*.dcm`` files under a folder, and the paths that could not be looked into."""
+
+    paths: list[Path]
+    problems: dict[Path, str]  # unreadable folders, dangling or looping links -> reason
+
+
+def scan_dicoms(root: str | PathLike[str]) -> DicomScan:
+    """Walk ``root`` for ``*.dcm`` files (any case), recording instead of skipping what cannot
+    be read: folders without permission, and ``.dcm`` links that are dangling or loop.
+
+    Links to folders are not followed (as ``Path.rglob``), so a looping folder link cannot
+    make the walk endless; a linked ``.dcm`` file is followed."""
     root = Path(root)
     if root.is_file():
-        return [root]
+        return DicomScan([root], {})
     if not root.is_dir():
-        raise PneumosegError(f"{root}: no such file or folder")
-    return sorted(
-        path for path in root.rglob("*") if path.suffix.lower() == ".dcm" and path.is_file()
-    )
+        raise PneumosegError(f"{shown(root)}: no such file or folder")
+    paths: list[Path] = []
+    problems: dict[Path, str] = {}
+
+    def unreadable_folder(exc: OSError) -> None:
+        problems[Path(exc.filename)] = f"folder cannot be read ({exc.strerror})"
+
+    for folder, _, files in os.walk(root, onerror=unreadable_folder):
+        for name in files:
+            path = Path(folder) / name
+            if path.suffix.lower() != ".dcm":
+                continue
+            try:
+                path.stat()
+            except OSError as exc:
+                problems[path] = _unopenable(path, exc)
+                continue
+            if path.is_file():
+                paths.append(path)
+    return DicomScan(sorted(paths), dict(sorted(problems.items())))
+
+
+def _unopenable(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "link loops"
+    if exc.errno == errno.ENOENT and path.is_symlink():
+        return f"dangling link (to {shown(os.readlink(path))}, which does not exist)"
+    return f"cannot be opened ({exc.strerror})"
 
 
 def index_images(root: str | PathLike[str]) -> tuple[dict[str, Path], dict[str, list[Path]]]:
@@ -83,10 +136,10 @@ class DataCheck:
 
     def render(self) -> str:
         """A multi-line report: the counts, then examples of each problem and warning."""
-        lines = [f"Data check of {self.images}", f"  labels: {self.labels or 'none given'}", ""]
+        lines = [f"Data check of {shown(self.images)}", f"  labels: {shown(self.labels) if self.labels else 'none given'}", ""]
         lines += _table(self._counts())
         if self.n_images == 0:
-            lines += ["", f"No .dcm files found under {self.images}."]
+            lines += ["", f"No .dcm files found under {shown(self.images)}."]
         for title, examples in self._findings():
             if examples:
                 lines += ["", f"{title} ({len(examples)}):", *_examples(examples)]
@@ -109,11 +162,11 @@ class DataCheck:
 
     def _findings(self) -> list[tuple[str, list[str]]]:
         return [
-            ("Unreadable files", [f"{path}: {reason}" for path, reason in self.unreadable.items()]),
+            ("Unreadable files", [f"{shown(path)}: {reason}" for path, reason in self.unreadable.items()]),
             (
                 "Images found more than once",
                 [
-                    f"{image_id}: {', '.join(map(str, paths))}"
+                    f"{image_id}: {', '.join(map(shown, paths))}"
                     for image_id, paths in self.duplicate_images.items()
                 ],
             ),
@@ -125,7 +178,7 @@ class DataCheck:
             ),
             (
                 "Warning: files not named after their SOPInstanceUID",
-                [f"{path}: {uid}" for path, uid in self.misnamed.items()],
+                [f"{shown(path)}: {uid}" for path, uid in self.misnamed.items()],
             ),
         ]
 
@@ -144,9 +197,10 @@ def check_data(
     :class:`~pneumoseg.errors.LabelFileError`; problems with images are reported instead.
     """
     images = Path(images)
-    paths = find_dicoms(images)
-    by_id, duplicates = _index_paths(paths)
-    unreadable, misnamed = _read_all(paths, decode=decode, progress=progress)
+    scan = scan_dicoms(images)
+    by_id, duplicates = _index_paths(scan.paths)
+    unreadable, misnamed = _read_all(scan.paths, decode=decode, progress=progress)
+    unreadable = {**scan.problems, **unreadable}
     labels = Path(labels) if labels is not None else None
     label_findings = _compare_with_labels(set(by_id), read_labels(labels)) if labels else {}
     return DataCheck(
@@ -180,7 +234,7 @@ def _read_all(
         try:
             image_id = read_dicom(path).image_id if decode else read_image_id(path)
         except DicomReadError as exc:
-            unreadable[path] = str(exc).removeprefix(f"{path}: ")
+            unreadable[path] = str(exc).removeprefix(f"{shown(path)}: ")
             continue
         if image_id != path.stem:
             misnamed[path] = image_id

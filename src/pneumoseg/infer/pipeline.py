@@ -18,6 +18,7 @@ from pneumoseg.data.preprocess import Normalisation, resize_to_uint8, to_model_i
 from pneumoseg.errors import PneumosegError
 from pneumoseg.infer.postprocess import REFERENCE_SIZE, postprocess, resize_prob
 from pneumoseg.infer.tta import Forward, hflip_tta
+from pneumoseg.io import check_seal
 from pneumoseg.models.trained import TrainedModel, load_trained
 from pneumoseg.runtime import use_autocast
 
@@ -51,6 +52,8 @@ class ModelRunner:
     image_size: int
     normalisation: Normalisation
     tta: bool = False
+    source: str = ""
+    """What identifies the model's weights: its back-end and checksum (e.g. ``torch:<sha256>``)."""
 
     def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
         batch = np.stack([resize_to_uint8(image, self.image_size) for image in images])
@@ -64,7 +67,7 @@ def torch_runner(trained: TrainedModel, device: torch.device | str = "cpu", *, a
                  tta: bool = False) -> ModelRunner:
     """A trained model as a :class:`ModelRunner` at its own input size and normalisation."""
     return ModelRunner(torch_forward(trained.model, device, autocast=autocast), trained.image_size,
-                       trained.normalisation, tta)
+                       trained.normalisation, tta, f"torch:{trained.digest}:{'bf16' if autocast else 'fp32'}")
 
 
 @dataclass
@@ -87,6 +90,17 @@ class TwoStagePipeline:
     classifier: ModelRunner | None
     segmenter: ModelRunner
     post: PostprocessConfig
+
+    def fingerprint(self) -> dict[str, object]:
+        """Everything that decides a prediction: each model's weights and back-end, its input
+        size and TTA, and the post-processing (a resumed run must match it)."""
+        runners = {"classifier": self.classifier, "segmenter": self.segmenter}
+        return {
+            **{kind: None if r is None else {"source": r.source, "image_size": r.image_size, "tta": r.tta,
+                                             "normalisation": [*r.normalisation.mean, *r.normalisation.std]}
+               for kind, r in runners.items()},
+            "postprocess": self.post.model_dump(mode="json"),
+        }
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """Images as float [0, 1] arrays of any size; one :class:`Prediction` each."""
@@ -133,11 +147,12 @@ def load_postprocess(seg_run: Path, fallback: PostprocessConfig, *, gated: bool 
         return fallback
     try:
         chosen = json.loads(path.read_text())
-        params = chosen.get("params", {}) if isinstance(chosen, dict) else None
     except (OSError, json.JSONDecodeError) as exc:
         raise PneumosegError(f"{path}: unreadable ({exc})") from None
+    params = chosen.get("params", {}) if isinstance(chosen, dict) else None
     if not isinstance(params, dict):
         raise PneumosegError(f"{path}: no params object; run `pneumoseg tune` again")
+    check_seal(chosen, str(path))
     return updated_postprocess(fallback, params, str(path))
 
 

@@ -1,7 +1,8 @@
 """Batch prediction over DICOM files into a SIIM submission CSV, without losing work.
 
 Finished rows are appended to ``<out>.partial`` (flushed per batch), so a run that is killed
-and started again with the same ``--out`` skips the images already done. Files that cannot be
+and started again with the same ``--out`` and settings skips the images already done
+(:mod:`pneumoseg.infer.resume`: fingerprint and lock). Files that cannot be
 read are listed in ``errors.csv`` beside the output; the final CSV is written atomically.
 """
 
@@ -25,7 +26,8 @@ from pneumoseg.data.rle import rle_encode
 from pneumoseg.errors import DicomReadError
 from pneumoseg.infer.pipeline import Prediction, TwoStagePipeline
 from pneumoseg.infer.postprocess import resize_mask
-from pneumoseg.io import atomic_write_bytes, atomic_write_text
+from pneumoseg.infer.resume import open_partial, output_lock, partial_path, read_partial
+from pneumoseg.io import atomic_write_bytes, atomic_write_text, shown
 
 logger = logging.getLogger(__name__)
 
@@ -51,26 +53,10 @@ def errors_path(out: Path) -> Path:
     return Path(out).with_name("errors.csv")
 
 
-def partial_path(out: Path) -> Path:
-    return Path(out).with_name(Path(out).name + ".partial")
-
-
 def safe_name(image_id: str) -> str:
     """An ImageId usable as a file name inside an output folder (no path separators)."""
     cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in image_id).lstrip(".")
     return cleaned or "image"
-
-
-def _read_partial(path: Path) -> dict[str, tuple[str, str]]:
-    """path -> (ImageId, rle) for rows a previous run finished; a torn last line is ignored."""
-    done: dict[str, tuple[str, str]] = {}
-    if not path.is_file():
-        return done
-    with open(path, newline="") as fh:
-        for row in csv.reader(fh):
-            if len(row) == 3 and row[2].strip():
-                done[row[0]] = (row[1], row[2])
-    return done
 
 
 def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
@@ -143,8 +129,8 @@ def shared_image_ids(paths: list[Path]) -> dict[str, str]:
     reasons = {}
     for image_id, group in by_id.items():
         for path in group if len(group) > 1 else []:
-            others = ", ".join(str(p) for p in group if p != path)
-            reasons[str(path)] = (f"{path}: SOPInstanceUID {image_id} is also that of {others}; "
+            others = ", ".join(shown(p) for p in group if p != path)
+            reasons[str(path)] = (f"{shown(path)}: SOPInstanceUID {image_id} is also that of {others}; "
                                   "none of them is predicted (a submission has one row per ImageId)")
     return reasons
 
@@ -154,7 +140,7 @@ def _write_errors(out: Path, errors: dict[str, str]) -> None:
     if not errors:
         path.unlink(missing_ok=True)
         return
-    lines = ["path,reason"] + [_csv_line(p, r) for p, r in sorted(errors.items())]
+    lines = ["path,reason"] + [_csv_line(shown(p), r) for p, r in sorted(errors.items())]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -164,37 +150,50 @@ def _csv_line(*values: str) -> str:
     return buffer.getvalue()
 
 
+def run_fingerprint(pipeline: TwoStagePipeline, rle_fmt: str, *, overlays: Path | None = None,
+                    probs: Path | None = None, dicom_seg: Path | None = None) -> dict[str, object]:
+    """What a resumed run must share with the interrupted one: the pipeline's fingerprint, the
+    RLE format, and which extra outputs each image gets (a kept row must have them too)."""
+    outputs = {"overlays": overlays, "probs": probs, "dicom_seg": dicom_seg}
+    return {**pipeline.fingerprint(), "rle": rle_fmt, "outputs": {k: v is not None for k, v in outputs.items()}}
+
+
 def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, batch_size: int = 4,
                   rle_fmt: str = "relative", overlays: Path | None = None, probs: Path | None = None,
-                  dicom_seg: Path | None = None, progress: bool = True) -> PredictSummary:
+                  dicom_seg: Path | None = None, unreadable: dict[Path, str] | None = None, restart: bool = False,
+                  progress: bool = True) -> PredictSummary:
     """Predict every file in ``paths`` and write the submission CSV ``out`` (one row per image).
 
-    With ``dicom_seg``, each positive image also gets a DICOM SEG ``<dicom_seg>/<ImageId>.dcm``."""
+    With ``dicom_seg``, each positive image also gets a DICOM SEG ``<dicom_seg>/<ImageId>.dcm``.
+    ``unreadable``: paths the folder scan could not look into, listed in errors.csv. Rows of an
+    interrupted run are kept when it had the same fingerprint (see :mod:`pneumoseg.infer.resume`)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = partial_path(out)
-    done = _read_partial(partial)
-    shared = shared_image_ids(paths)
-    paths = [p for p in paths if str(p) not in shared]
-    summary = PredictSummary(out, n_resumed=sum(1 for p in paths if str(p) in done), errors=dict(shared))
-    todo = [p for p in paths if str(p) not in done]
-    bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="predict", unit="img", disable=not progress)
-    with open(partial, "a", newline="") as fh:
-        for chunk in _batches(todo, batch_size):
-            images = _read_batch(chunk, summary.errors)
-            for image, pred in zip(images, pipeline.predict([im.pixels for im in images])):
-                rle = rle_encode(pred.mask, rle_fmt)
-                _save_extras(image, pred, overlays, probs, dicom_seg)
-                fh.write(_csv_line(str(image.path), image.image_id, rle) + "\n")
-                done[str(image.path)] = (image.image_id, rle)
-            fh.flush()
-            os.fsync(fh.fileno())
-            bar.update(len(chunk))
-    bar.close()
-    rows = [done[str(p)] for p in paths if str(p) in done]
-    write_label_csv(rows, out)
-    _write_errors(out, summary.errors)
-    partial.unlink(missing_ok=True)
+    fingerprint = run_fingerprint(pipeline, rle_fmt, overlays=overlays, probs=probs, dicom_seg=dicom_seg)
+    with output_lock(out):
+        done = read_partial(out, fingerprint, restart=restart)
+        shared = shared_image_ids(paths)
+        paths = [p for p in paths if str(p) not in shared]
+        errors = {**{str(p): f"{shown(p)}: {r}" for p, r in (unreadable or {}).items()}, **shared}
+        summary = PredictSummary(out, n_resumed=sum(1 for p in paths if str(p) in done), errors=errors)
+        todo = [p for p in paths if str(p) not in done]
+        bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="predict", unit="img", disable=not progress)
+        with open_partial(out, fingerprint) as fh:
+            for chunk in _batches(todo, batch_size):
+                images = _read_batch(chunk, summary.errors)
+                for image, pred in zip(images, pipeline.predict([im.pixels for im in images])):
+                    rle = rle_encode(pred.mask, rle_fmt)
+                    _save_extras(image, pred, overlays, probs, dicom_seg)
+                    fh.write(_csv_line(str(image.path), image.image_id, rle) + "\n")
+                    done[str(image.path)] = (image.image_id, rle)
+                fh.flush()
+                os.fsync(fh.fileno())
+                bar.update(len(chunk))
+        bar.close()
+        rows = [done[str(p)] for p in paths if str(p) in done]
+        write_label_csv(rows, out)
+        _write_errors(out, summary.errors)
+        partial_path(out).unlink(missing_ok=True)
     summary.n_images = len(rows)
     summary.n_positive = sum(1 for _, rle in rows if rle.strip() != "-1")
     return summary

@@ -19,7 +19,7 @@ import numpy as np
 from pneumoseg.infer.outputs import ModelOutputs
 from pneumoseg.infer.pipeline import postprocess_path
 from pneumoseg.infer.postprocess import component_areas, scaled_min_area
-from pneumoseg.io import atomic_write_json
+from pneumoseg.io import atomic_write_json, sealed
 
 
 @dataclass
@@ -163,5 +163,5 @@ def tune_postprocess(out: ModelOutputs, grid: TuneGrid | None = None, *, rule: s
 def save_postprocess(result: TuneResult, seg_run: Path) -> Path:
     """Write ``result`` beside the segmenter: postprocess.json (two-stage) or postprocess-seg-only.json."""
     path = postprocess_path(seg_run, gated=result.gated)
-    atomic_write_json(path, result.to_json())
+    atomic_write_json(path, sealed(result.to_json()))
     return path

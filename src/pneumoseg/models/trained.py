@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from pneumoseg.data.preprocess import LEGACY, Normalisation
 from pneumoseg.errors import PneumosegError
 from pneumoseg.models.classifier import build_classifier
 from pneumoseg.models.segmenter import build_segmenter
-from pneumoseg.train.checkpoint import load_model_state, read_metadata
+from pneumoseg.train.checkpoint import DIGEST_KEY, fit_state, load_tensors
 
 
 @dataclass
@@ -25,6 +24,8 @@ class TrainedModel:
     checkpoint: str  # "best" | "swa"
     normalisation: Normalisation = LEGACY
     """Recorded in the checkpoint; runs that record none were trained with ImageNet statistics."""
+    digest: str = ""
+    """The checkpoint's verified checksum over its weights and header (what identifies the model)."""
 
     @property
     def image_size(self) -> int:
@@ -46,20 +47,18 @@ def checkpoint_path(run_dir: Path, which: str = "auto") -> Path:
 
 
 def load_trained(run_dir: Path, which: str = "auto", *, expect: str | None = None) -> TrainedModel:
-    """Build the model described by the checkpoint's config and load its verified weights."""
+    """Build the model described by the checkpoint's config and load its weights, both verified
+    by the checksum in the file before either is used."""
     path = checkpoint_path(run_dir, which)
-    meta = read_metadata(path)  # embedded in the file; older runs: the JSON sidecar
-    source = path if meta is not None else path.with_suffix(".json")
+    state, meta = load_tensors(path)
     try:
-        if meta is None:
-            meta = json.loads(source.read_text())
         kind, config = meta["kind"], Config.model_validate(meta["config"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise PneumosegError(f"{source}: unreadable checkpoint metadata ({exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PneumosegError(f"{path}: unreadable checkpoint metadata ({' '.join(str(exc).split())})") from None
     if expect and kind != expect:
         raise PneumosegError(f"{run_dir} holds a {kind}, expected a {expect}")
     model = build_classifier(config.classifier) if kind == "classifier" else build_segmenter(config.segmenter)
-    load_model_state(model, path)
+    fit_state(model, state, path)
     model.eval()
-    normalisation = Normalisation.from_json(meta["normalisation"], str(source)) if "normalisation" in meta else LEGACY
-    return TrainedModel(kind, model, config, Path(run_dir), path.stem, normalisation)
+    normalisation = Normalisation.from_json(meta["normalisation"], str(path)) if "normalisation" in meta else LEGACY
+    return TrainedModel(kind, model, config, Path(run_dir), path.stem, normalisation, meta[DIGEST_KEY])

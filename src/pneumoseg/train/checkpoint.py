@@ -43,6 +43,7 @@ def package_versions() -> dict[str, str]:
 
 
 META_KEY = "pneumoseg"  # the safetensors header key holding the JSON metadata
+DIGEST_KEY = "content_sha256"  # in that metadata: the checksum over the rest of it and the tensors
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -55,15 +56,24 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def content_digest(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
+    """SHA-256 over the metadata (canonical JSON, without the digest itself) and every tensor:
+    a changed config value is caught like a changed weight."""
+    plain = {k: v for k, v in meta.items() if k != DIGEST_KEY}
+    digest = hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode())
+    digest.update(tensor_digest(tensors).encode())
+    return digest.hexdigest()
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write ``path`` (.safetensors, ``meta`` + tensor checksum in its header) atomically, then
-    the JSON sidecar for humans (``path`` alone is enough to load)."""
+    """Write ``path`` (.safetensors, ``meta`` + a checksum over it and the tensors in its header)
+    atomically, then the JSON sidecar for humans (``path`` alone is enough to load)."""
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     embedded = json.loads(json.dumps({
-        **meta, "tensors_sha256": tensor_digest(tensors),
-        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(),
+        **meta, "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(),
     }, default=str))
+    embedded[DIGEST_KEY] = content_digest(tensors, embedded)
     header = {META_KEY: json.dumps(embedded, separators=(",", ":"))}
     atomic_save(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
     atomic_write_json(path.with_suffix(".json"), {**embedded, "weights": path.name, "sha256": sha256_of(path)})
@@ -102,8 +112,11 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise PneumosegError(f"{path}: unreadable checkpoint ({exc})") from None
-    if meta.get("tensors_sha256") != tensor_digest(tensors):
-        raise PneumosegError(f"{path}: checksum of the tensors does not match the one saved with them; "
+    if DIGEST_KEY not in meta:
+        raise PneumosegError(f"{path}: written by an older pneumoseg whose checksum did not cover the header; "
+                             "train it again")
+    if meta[DIGEST_KEY] != content_digest(tensors, meta):
+        raise PneumosegError(f"{path}: checksum of the weights and header does not match the one saved with them; "
                              "the file is truncated or was altered")
     return tensors, meta
 
@@ -115,11 +128,16 @@ def save_model(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
 def load_model_state(model: nn.Module, path: Path) -> dict[str, Any]:
     """Load weights saved by :func:`save_model` into ``model`` (strict) and return the metadata."""
     state, meta = load_tensors(path)
+    fit_state(model, state, path)
+    return meta
+
+
+def fit_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load ``state`` (read from ``path``) into ``model``, strictly; one line when it does not fit."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise PneumosegError(f"{path}: weights do not fit the model built from its config ({str(exc).splitlines()[0]})") from None
-    return meta
 
 
 def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -1,0 +1,158 @@
+"""Commands that use trained models: predict, export to ONNX, tune the post-processing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pneumoseg.cli.base import ClsRunOpt, FoldEvalOpt, ImagesOpt, LabelsOpt, SegRunOpt, SplitsEvalOpt, app
+from pneumoseg.cli.options import at_least, device_name, output_file, output_folder, rle_format, tta_flag
+from pneumoseg.errors import PneumosegError
+from pneumoseg.io import shown
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Option(help="DICOM folder (searched recursively) or files; repeatable.")],
+    out: Annotated[Path, typer.Option(help="Submission CSV to write (ImageId,EncodedPixels).")],
+    seg: Annotated[Optional[Path], typer.Option("--seg", help="Segmenter run folder (from `pneumoseg train seg`); --backend torch.")] = None,
+    cls: ClsRunOpt = None,
+    backend: Annotated[str, typer.Option(help="Run the models in torch (run folders) or onnx (an export-onnx folder).")] = "torch",
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", metavar="DIR", help="Folder written by `pneumoseg export-onnx` (--backend onnx).")] = None,
+    seg_only: Annotated[bool, typer.Option(help="Skip the classifier gate and segment every image (ablation); uses the run's postprocess-seg-only.json (from `pneumoseg tune` without --cls) when present, else postprocess.json.")] = False,
+    checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
+    tta: Annotated[str, typer.Option(help="Test-time augmentation: none or hflip.")] = "none",
+    rule: Annotated[Optional[str], typer.Option(help="Post-processing rule: threshold (the talk) or triplet (1st place).")] = None,
+    cls_threshold: Annotated[Optional[float], typer.Option(help="Classifier probability that counts as positive.")] = None,
+    pixel_threshold: Annotated[Optional[float], typer.Option(help="Segmenter pixel probability threshold.")] = None,
+    min_area: Annotated[Optional[int], typer.Option(help="Smallest component kept, px at 1024x1024 (scaled).")] = None,
+    rle: Annotated[str, typer.Option(help="RLE flavour: relative (SIIM) or standard.")] = "relative",
+    overlays: Annotated[Optional[Path], typer.Option(help="Write PNG overlays (X-ray with the region outlined) here.")] = None,
+    probs: Annotated[Optional[Path], typer.Option(help="Write probability maps (8-bit PNG) here.")] = None,
+    dicom_seg: Annotated[Optional[Path], typer.Option(
+        "--dicom-seg", metavar="DIR", help="Write a DICOM SEG (<ImageId>.dcm) for each positive image here.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 4,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    restart: Annotated[bool, typer.Option(help="Discard the rows of an interrupted run (OUT.partial) and start over.")] = False,
+) -> None:
+    """Predict pneumothorax masks for DICOM images and write a SIIM submission CSV.
+
+    The classifier gates; only positives are segmented; the mask is thresholded, small
+    components are removed and the 1024x1024 mask is run-length encoded. Post-processing
+    values come from the segmenter run's postprocess.json (written by `pneumoseg tune --cls`;
+    with --seg-only: postprocess-seg-only.json, written by `pneumoseg tune` without --cls)
+    unless given here.
+
+    Exit status: 0 all images predicted; 1 some files or folders could not be read (listed in
+    errors.csv beside OUT; every readable image still has its row); 2 bad usage or input
+    (one line); 3 internal error (one line naming the log with the traceback).
+
+    A killed run, rerun with the same --out and settings, resumes from OUT.partial; with other
+    settings or models it is refused unless --restart. Two runs on one --out: the second is
+    refused (OUT.lock)."""
+    from pneumoseg.config import updated_postprocess
+    from pneumoseg.data.index import scan_dicoms
+    from pneumoseg.infer.predict import predict_files
+
+    at_least("--batch-size", batch_size)
+    rle_format(rle)
+    output_file("--out", out)
+    for option, folder in (("--overlays", overlays), ("--probs", probs), ("--dicom-seg", dicom_seg)):
+        output_folder(option, folder)
+    device = device_name(device) if backend == "torch" else device
+    scans = [scan_dicoms(root) for root in images]
+    paths = [p for scan in scans for p in scan.paths]
+    unreadable = {p: reason for scan in scans for p, reason in scan.problems.items()}
+    if not paths and not unreadable:
+        raise PneumosegError(f"no .dcm files found under {', '.join(shown(root) for root in images)}")
+    pipeline = _build_pipeline(backend, cls, seg, onnx, seg_only=seg_only, checkpoint=checkpoint, tta=tta_flag(tta),
+                               device=device)
+    updates = {"rule": rule, "cls_threshold": cls_threshold, "pixel_threshold": pixel_threshold, "min_area": min_area}
+    pipeline.post = updated_postprocess(pipeline.post, updates, "command line")
+    summary = predict_files(pipeline, paths, out, batch_size=batch_size, rle_fmt=rle, overlays=overlays, probs=probs,
+                            dicom_seg=dicom_seg, unreadable=unreadable, restart=restart)
+    typer.echo(summary.render())
+    if summary.errors:
+        raise typer.Exit(1)
+
+
+@app.command("export-onnx")
+def export_onnx(
+    cls: Annotated[Path, typer.Option("--cls", help="Classifier run folder (from `pneumoseg train cls`; best checkpoint).")],
+    seg: SegRunOpt,
+    out: Annotated[Path, typer.Option(help="Folder for classifier.onnx, segmenter.onnx and onnx.json (created).")],
+    checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
+    opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+) -> None:
+    """Export both models to ONNX (dynamic batch, height and width) for `predict --backend onnx`.
+
+    onnx.json beside them records each model's input size, normalisation, tensor names, opset,
+    source checkpoint and the post-processing (the segmenter run's postprocess.json)."""
+    from pneumoseg.export import export_onnx as run_export
+    from pneumoseg.export import render_export
+
+    if checkpoint not in {"auto", "best", "swa"}:
+        raise PneumosegError(f"--checkpoint must be auto, best or swa, not {checkpoint!r}")
+    manifest = run_export(cls, seg, out, seg_checkpoint=checkpoint, opset=opset)
+    typer.echo(render_export(manifest, out))
+
+
+
+@app.command()
+def tune(
+    seg: SegRunOpt,
+    images: ImagesOpt,
+    labels: LabelsOpt,
+    cls: Annotated[Optional[Path], typer.Option("--cls", help="Classifier run folder: tune the two-stage pipeline (postprocess.json). Without it: tune segmentation alone (postprocess-seg-only.json).")] = None,
+    rule: Annotated[str, typer.Option(help="Rule to tune: best (compare both), threshold or triplet.")] = "best",
+    checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
+    tta: Annotated[str, typer.Option(help="Test-time augmentation: none or hflip.")] = "none",
+    fold: FoldEvalOpt = 0,
+    splits: SplitsEvalOpt = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+) -> None:
+    """Choose the post-processing on the validation split by SIIM mean Dice, for one system.
+
+    With --cls: classifier threshold, pixel threshold and min_area of the two-stage pipeline,
+    saved as postprocess.json next to the segmenter run (used by predict). Without --cls:
+    segmentation alone, saved as postprocess-seg-only.json (used by predict --seg-only)."""
+    from pneumoseg.evaluate.validation import outputs_from_runs, validation_samples
+    from pneumoseg.infer.tune import save_postprocess, tune_postprocess
+
+    if rule not in {"best", "threshold", "triplet"}:
+        raise PneumosegError(f"--rule must be best, threshold or triplet, not {rule!r}")
+    samples = validation_samples(seg, images, labels, splits_path=splits, fold=fold, cls_run=cls)
+    outputs = outputs_from_runs(cls, seg, samples, checkpoint=checkpoint, tta=tta_flag(tta), device=device_name(device),
+                                desc="validation inference")
+    result = tune_postprocess(outputs, rule=rule, gated=cls is not None)
+    path = save_postprocess(result, seg)
+    typer.echo(result.render())
+    typer.echo(f"saved {path}")
+
+
+
+def _build_pipeline(backend: str, cls: Path | None, seg: Path | None, onnx_dir: Path | None, *, seg_only: bool,
+                    checkpoint: str, tta: bool, device: str):
+    """The prediction pipeline: --backend torch (run folders) or onnx (an `export-onnx` folder);
+    ``device`` is already resolved for torch (:func:`device_name`)."""
+    if backend == "onnx":
+        if onnx_dir is None:
+            raise PneumosegError("--backend onnx needs --onnx DIR (a folder written by `pneumoseg export-onnx`)")
+        if cls is not None or seg is not None:
+            raise PneumosegError("--cls/--seg are for --backend torch; the --onnx folder holds both models")
+        from pneumoseg.export import build_onnx_pipeline, onnx_providers
+
+        return build_onnx_pipeline(onnx_dir, seg_only=seg_only, tta=tta, providers=onnx_providers(device))
+    if backend != "torch":
+        raise PneumosegError(f"--backend must be torch or onnx, not {backend!r}")
+    if onnx_dir is not None:
+        raise PneumosegError("--onnx DIR needs --backend onnx")
+    if seg is None:
+        raise PneumosegError("give --seg RUN (or --backend onnx --onnx DIR)")
+    if not seg_only and cls is None:
+        raise PneumosegError("give --cls RUN, or --seg-only to segment without the classifier gate")
+    from pneumoseg.infer.pipeline import build_torch_pipeline
+
+    return build_torch_pipeline(None if seg_only else cls, seg, seg_checkpoint=checkpoint, tta=tta, device=device)
