@@ -17,11 +17,13 @@ from fastapi.testclient import TestClient
 from pneumoseg.cli import app as cli_app
 from pneumoseg.data.dicom import read_dicom
 from pneumoseg.data.rle import rle_decode
-from pneumoseg.serve.app import PATIENT_IDENTIFIERS, SUMMARY_FIELDS, create_app
+from pneumoseg.serve.app import SUMMARY_FIELDS, create_app
+from pneumoseg.serve.uploads import PATIENT_IDENTIFIERS
 
 
 def client_for(pipeline, **kwargs) -> TestClient:
-    return TestClient(create_app(pipeline, **kwargs))
+    """A client of the app; TestClient sends ``Host: testserver``, so that name is allowed."""
+    return TestClient(create_app(pipeline, **{"allowed_hosts": ["testserver"], **kwargs}))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def test_positive_image_reports_area_in_px_and_mm2_and_serves_a_dicom_seg(positi
     assert body["area_mm2"] == pytest.approx(rows * cols * source.spacing[0] * source.spacing[1], abs=0.01)
     assert body["rle"] == f"0 {rows * cols}"
 
-    response = client.get(f"/api/seg/{body['image_id']}.dcm")
+    response = client.get(f"/api/seg/{body['id']}.dcm")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/dicom"
     assert f'filename="{body["image_id"]}-seg.dcm"' in response.headers["content-disposition"]
@@ -73,24 +75,24 @@ def test_positive_image_reports_area_in_px_and_mm2_and_serves_a_dicom_seg(positi
     assert referenced.ReferencedSOPInstanceUID == source.image_id
     assert seg.SegmentSequence[0].SegmentLabel == "Pneumothorax"
     assert seg.pixel_array.astype(bool).all()
-    assert client.get(f"/api/seg/{body['image_id']}.dcm").content == response.content  # built once, kept
+    assert client.get(f"/api/seg/{body['id']}.dcm").content == response.content  # built once, kept
 
 
 def test_negative_image_has_no_dicom_seg(negative_pipeline, sample_dicoms):
     client = client_for(negative_pipeline)
     body = upload(client, sample_dicoms[1].read_bytes()).json()
     assert body["positive"] is False and body["area_px"] == 0 and body["rle"] == "-1"
-    response = client.get(f"/api/seg/{body['image_id']}.dcm")
+    response = client.get(f"/api/seg/{body['id']}.dcm")
     assert response.status_code == 404
     assert "no pneumothorax" in response.json()["detail"].lower()
-    assert client.get(f"/api/overlay/{body['image_id']}.png").status_code == 200
+    assert client.get(f"/api/overlay/{body['id']}.png").status_code == 200
 
 
 def test_overlay_is_the_xray_at_its_own_size(client, sample_dicoms, tiny_data):
     small = sorted(tiny_data.images.rglob("*.dcm"))[0]  # a 64x64 synthetic image: not the 1024 of the mask
     for path in (sample_dicoms[2], small):
         body = upload(client, path.read_bytes()).json()
-        response = client.get(f"/api/overlay/{body['image_id']}.png")
+        response = client.get(f"/api/overlay/{body['id']}.png")
         assert response.status_code == 200
         assert response.headers["content-type"] == "image/png"
         png = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -185,7 +187,7 @@ def test_no_patient_identifier_in_any_response_or_log(positive_pipeline, sample_
     assert response.status_code == 200
     body = response.json()
     assert tuple(body) == SUMMARY_FIELDS
-    for url in (f"/api/overlay/{body['image_id']}.png", f"/api/seg/{body['image_id']}.dcm", "/health",
+    for url in (f"/api/overlay/{body['id']}.png", f"/api/seg/{body['id']}.dcm", "/health",
                 "/api/overlay/nope.png"):
         bodies.append(client.get(url))
     bodies.append(upload(client, data[:4000], filename="Doe_Jane.dcm"))  # an error answer too
@@ -217,7 +219,7 @@ def test_unknown_or_path_like_ids_are_404(client, sample_dicoms):
 
 def test_cache_keeps_only_the_latest_uploads(pipeline, sample_dicoms):
     client = client_for(pipeline, cache_size=2)
-    ids = [upload(client, path.read_bytes()).json()["image_id"] for path in sample_dicoms[:3]]
+    ids = [upload(client, path.read_bytes()).json()["id"] for path in sample_dicoms[:3]]
     assert len(set(ids)) == 3
     assert client.get(f"/api/overlay/{ids[0]}.png").status_code == 404
     assert client.get(f"/api/overlay/{ids[1]}.png").status_code == 200
@@ -232,7 +234,7 @@ def test_an_id_is_made_for_a_file_without_sop_instance_uid(client, sample_dicoms
     ds.save_as(buffer)
     body = upload(client, buffer.getvalue()).json()
     assert re.fullmatch(r"upload-[0-9a-f]{16}", body["image_id"])
-    assert client.get(f"/api/overlay/{body['image_id']}.png").status_code == 200
+    assert client.get(f"/api/overlay/{body['id']}.png").status_code == 200
 
 
 def test_large_uncompressed_upload_leaves_no_temporary_file(client, sample_dicoms, tmp_path, monkeypatch):
@@ -250,7 +252,7 @@ def test_large_uncompressed_upload_leaves_no_temporary_file(client, sample_dicom
 
 
 def test_health_and_page(client):
-    assert client.get("/health").json() == {"status": "ok", "max_upload_mb": 64}
+    assert client.get("/health").json() == {"status": "ok", "max_upload_mb": 64, "token_required": False}
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="file"' in page.text

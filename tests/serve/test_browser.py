@@ -91,7 +91,7 @@ def test_upload_a_dicom_and_see_the_outlined_xray(pipeline, sample_dicoms, tmp_p
         assert re.fullmatch(r"\d+(\.\d)?%", page.text_content("#probability").strip())
         assert page.text_content("#verdict").strip() in {"Pneumothorax outlined", "No pneumothorax found"}
         assert page.text_content("#image-id").strip() == path.stem
-        assert page.get_attribute("#dl-overlay", "href") == f"/api/overlay/{path.stem}.png"
+        assert page.get_attribute("#dl-overlay", "href").startswith("blob:")  # fetched with the API's headers
         assert page.is_hidden("#error")
         page.screenshot(path=str(tmp_path / "viewer.png"))
 
@@ -126,3 +126,23 @@ def test_a_file_that_is_not_dicom_shows_a_readable_error(pipeline, tmp_path):
         assert "not a DICOM file" in message
         assert page.is_hidden("#figure")
         page.screenshot(path=str(tmp_path / "viewer-error.png"))
+
+
+def test_the_page_asks_once_for_the_token_of_a_locked_server(truth_pipeline, positive_sample, tmp_path):
+    token = "ward-7-token-0123456789abcdef"
+    with running(create_app(truth_pipeline, token=token)) as url, browser_page(tmp_path) as page:
+        page.goto(url + "/")
+        page.wait_for_selector("#token-form", state="visible")
+        page.fill("#token", token)
+        page.click("#token-form button")
+        page.wait_for_selector("#token-form", state="hidden")
+        page.set_input_files("#file", str(positive_sample))
+        _wait_for_overlay(page)
+        assert page.text_content("#verdict").strip() == "Pneumothorax outlined"
+        with page.expect_download() as download:
+            page.click("#dl-seg")
+        assert download.value.suggested_filename == f"{positive_sample.stem}-seg.dcm"
+        page.screenshot(path=str(tmp_path / "viewer-token.png"))
+        page.reload()  # kept for the tab: not asked again
+        page.wait_for_timeout(500)
+        assert page.is_hidden("#token-form")

@@ -24,6 +24,9 @@ MAX_UPLOAD_MB = 0.25  # the sample DICOMs are 115-130 KB
 N_REQUESTS = 50
 TIMEOUT_S = 60
 RSS_GROWTH_LIMIT_MB = 400
+CACHE_SIZE = 8  # results kept; the burst and the rounds below upload several times as many
+PLATEAU_SLACK_MB = 24  # after the cache is full, more rounds may not grow the process beyond this (measured:
+# bounded ±4 MB; with the cache unbounded, +16 MB a round)
 
 
 def _free_port() -> int:
@@ -45,7 +48,7 @@ def server(tiny_runs, tmp_path):
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pneumoseg.cli", "serve", "--cls", str(tiny_runs.cls), "--seg", str(tiny_runs.seg),
-         "--host", HOST, "--port", str(port), "--max-upload-mb", str(MAX_UPLOAD_MB)],
+         "--host", HOST, "--port", str(port), "--max-upload-mb", str(MAX_UPLOAD_MB), "--cache-size", str(CACHE_SIZE)],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://{HOST}:{port}"
     try:
@@ -115,11 +118,24 @@ def test_fifty_concurrent_mixed_uploads(server, sample_dicoms):
         # still healthy, still answering, memory bounded
         assert client.get("/health").json()["status"] == "ok"
         assert client.post("/api/predict", files={"file": ("again.dcm", good[1], "application/dicom")}).status_code == 200
-        assert _rss_mb(proc.pid) - rss_before < RSS_GROWTH_LIMIT_MB
+        rss_after_burst = _rss_mb(proc.pid)
+        assert rss_after_burst - rss_before < RSS_GROWTH_LIMIT_MB
 
-        # path-like image ids never reach the file system
-        image_id = answers[0][1]["image_id"]
-        assert client.get(f"/api/overlay/{image_id}.png").status_code == 200
+        # memory is bounded by the cache: rounds of CACHE_SIZE more uploads each leave it flat
+        rounds = []
+        for _ in range(4):
+            for k in range(CACHE_SIZE):
+                client.post("/api/predict", files={"file": (f"round{k}.dcm", good[k % len(good)], "application/dicom")})
+            rounds.append(_rss_mb(proc.pid))
+        print(f"RSS MB: warm {rss_before:.0f}, after the burst {rss_after_burst:.0f}, after each round of "
+              f"{CACHE_SIZE} uploads {', '.join(f'{r:.0f}' for r in rounds)}")
+        assert max(rounds[1:]) - rounds[0] < PLATEAU_SLACK_MB, rounds
+
+        # results are fetched by their random id only; path-like ids never reach the file system
+        assert client.get(f"/api/overlay/{answers[0][1]['id']}.png").status_code == 404  # long evicted
+        latest = client.post("/api/predict", files={"file": ("last.dcm", good[0], "application/dicom")}).json()
+        assert client.get(f"/api/overlay/{latest['id']}.png").status_code == 200
+        assert client.get(f"/api/overlay/{latest['image_id']}.png").status_code == 404
         for evil in ("..%2F..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "..", "....%5C..%5Cwin.ini"):
             assert client.get(f"/api/overlay/{evil}.png").status_code == 404, evil
             assert client.get(f"/api/seg/{evil}.dcm").status_code == 404, evil

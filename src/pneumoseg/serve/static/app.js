@@ -8,11 +8,54 @@ const els = {
   intro: $("intro"), result: $("result"), verdict: $("verdict"), legend: $("legend"), probability: $("probability"),
   meterFill: $("meter-fill"), area: $("area"), areaDetail: $("area-detail"), imageId: $("image-id"),
   dlOverlay: $("dl-overlay"), dlSeg: $("dl-seg"), segNote: $("seg-note"), rle: $("rle"), another: $("another"),
+  tokenForm: $("token-form"), token: $("token"),
 };
 let maxUploadMb = null;
+let segUrl = null;  // the current result's SEG, fetched when its button is pressed
+const TOKEN_KEY = "pneumoseg-token";
 
-fetch("/health").then((r) => (r.ok ? r.json() : null)).then((h) => { if (h) maxUploadMb = h.max_upload_mb; })
-  .catch(() => {});
+fetch("/health").then((r) => (r.ok ? r.json() : null)).then((h) => {
+  if (!h) return;
+  maxUploadMb = h.max_upload_mb;
+  if (h.token_required && !sessionStorage.getItem(TOKEN_KEY)) askForToken();
+}).catch(() => {});
+
+function askForToken() {
+  els.tokenForm.hidden = false;
+  els.token.focus();
+}
+
+els.tokenForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, els.token.value.trim());
+  els.token.value = "";
+  els.tokenForm.hidden = true;
+  els.error.hidden = true;
+});
+
+// Every API call carries the token (when the server has one); a 401 asks for it again.
+async function api(url, options = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  let response;
+  try {
+    response = await fetch(url, { ...options, headers });
+  } catch (_) {
+    throw Object.assign(new Error("Could not reach the server. Is `pneumoseg serve` still running?"), { title: "No connection. " });
+  }
+  if (response.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    askForToken();
+    throw Object.assign(new Error("Enter the server's access token, then try again."), { title: "Access token needed. " });
+  }
+  return response;
+}
+
+async function blobUrl(url, what) {
+  const response = await api(url);
+  if (!response.ok) throw Object.assign(new Error(await errorMessage(response)), { title: `No ${what}. ` });
+  return URL.createObjectURL(await response.blob());
+}
 
 function showError(title, message) {
   els.error.replaceChildren();
@@ -46,8 +89,8 @@ function formatArea(result) {
   return [`${cm2.toFixed(cm2 < 10 ? 1 : 0)} cm²`, `(${Math.round(result.area_mm2).toLocaleString()} mm², ${px})`];
 }
 
-function showResult(result) {
-  const id = encodeURIComponent(result.image_id);
+function showResult(result, overlayUrl) {
+  const id = encodeURIComponent(result.id);
   els.verdict.textContent = result.positive ? "Pneumothorax outlined" : "No pneumothorax found";
   els.verdict.className = "verdict " + (result.positive ? "positive" : "negative");
   els.legend.hidden = !result.area_px;
@@ -67,15 +110,15 @@ function showResult(result) {
   els.imageId.textContent = result.image_id;
   els.rle.textContent = result.rle;
 
-  els.dlOverlay.href = `/api/overlay/${id}.png`;
+  els.dlOverlay.href = overlayUrl;
   els.dlOverlay.download = `${result.image_id}-overlay.png`;
   const hasSeg = result.area_px > 0;
   els.dlSeg.hidden = !hasSeg;
   els.segNote.hidden = hasSeg;
-  if (hasSeg) {
-    els.dlSeg.href = `/api/seg/${id}.dcm`;
-    els.dlSeg.download = `${result.image_id}-seg.dcm`;
-  }
+  segUrl = hasSeg ? `/api/seg/${id}.dcm` : null;
+  if (els.dlSeg.href.startsWith("blob:")) URL.revokeObjectURL(els.dlSeg.href);
+  els.dlSeg.href = "#";
+  els.dlSeg.download = `${result.image_id}-seg.dcm`;
   els.intro.hidden = true;
   els.result.hidden = false;
   els.another.hidden = false;
@@ -100,23 +143,19 @@ async function analyse(file) {
   try {
     const form = new FormData();
     form.append("file", file);
-    let response;
-    try {
-      response = await fetch("/api/predict", { method: "POST", body: form });
-    } catch (_) {
-      throw Object.assign(new Error("Could not reach the server. Is `pneumoseg serve` still running?"), { title: "No connection. " });
-    }
+    const response = await api("/api/predict", { method: "POST", body: form });
     if (!response.ok) {
       throw Object.assign(new Error(await errorMessage(response)), { title: `Could not analyse ${file.name}. ` });
     }
     const result = await response.json();
     setBusy("Drawing…");
-    const url = `/api/overlay/${encodeURIComponent(result.image_id)}.png`;
+    const url = await blobUrl(`/api/overlay/${encodeURIComponent(result.id)}.png`, "outlined image");
+    if (els.overlayLink.href.startsWith("blob:")) URL.revokeObjectURL(els.overlayLink.href);
     await loadOverlay(url);
     els.overlayLink.href = url;
     els.drop.hidden = true;
     els.figure.hidden = false;
-    showResult(result);
+    showResult(result, url);
   } catch (err) {
     showError(err.title || "Something went wrong. ", err.message);
   } finally {
@@ -126,6 +165,16 @@ async function analyse(file) {
 }
 
 els.file.addEventListener("change", () => analyse(els.file.files[0]));
+els.dlSeg.addEventListener("click", async (e) => {
+  if (els.dlSeg.href.startsWith("blob:") || !segUrl) return;  // fetched already: let the browser save it
+  e.preventDefault();
+  try {
+    els.dlSeg.href = await blobUrl(segUrl, "DICOM SEG");
+    els.dlSeg.click();
+  } catch (err) {
+    showError(err.title || "Something went wrong. ", err.message);
+  }
+});
 els.another.addEventListener("click", () => els.file.click());
 
 // Drop anywhere on the page, not just on the target.
