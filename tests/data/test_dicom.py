@@ -261,3 +261,14 @@ def test_read_dicom_bytes_decodes_like_read_dicom(sample_dicoms):
         read_dicom_bytes(b"hello" * 100, name="upload.dcm")
     with pytest.raises(DicomReadError, match=r"^upload\.dcm: "):
         read_dicom_bytes(path.read_bytes()[:2000], name="upload.dcm")
+
+
+@pytest.mark.parametrize("keyword", ["Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored",
+                                     "PixelRepresentation", "PhotometricInterpretation"])
+def test_a_header_without_a_pixel_module_element_is_a_read_error_naming_it(sample_dicoms, tmp_path, keyword):
+    ds = pydicom.dcmread(sample_dicoms[0])
+    delattr(ds, keyword)
+    path = tmp_path / "x.dcm"
+    ds.save_as(path)
+    with pytest.raises(DicomReadError, match=f"x.dcm: bad image pixel description: .*{keyword}"):
+        read_dicom(path)

@@ -119,3 +119,23 @@ def test_no_token_no_network(tmp_path, monkeypatch, capsys):
     code, _, err = run_main(monkeypatch, capsys, "serve", "--cls", str(tmp_path), "--seg", str(tmp_path),
                             "--host", "192.168.1.20")
     assert_one_line_error(code, err, "--token must be at least 16 characters")
+
+
+def test_no_header_element_left_out_makes_a_500(positive_pipeline, sample_dicoms):
+    """Each top-level element of a real SIIM header removed in turn (and the file meta's
+    transfer syntax): every request is answered below 500."""
+    client = client_for(positive_pipeline, cache_size=4)
+    source = pydicom.dcmread(sample_dicoms[0])
+    keywords = [element.keyword for element in source if element.keyword and element.keyword != "PixelData"]
+    assert len(keywords) > 20
+    for keyword in keywords:
+        ds = pydicom.dcmread(sample_dicoms[0])
+        delattr(ds, keyword)
+        buffer = io.BytesIO()
+        ds.save_as(buffer)
+        response = upload(client, buffer.getvalue())
+        assert response.status_code < 500, (keyword, response.text)
+        if response.status_code == 200:
+            result_id = response.json()["id"]
+            for url in (f"/api/overlay/{result_id}.png", f"/api/seg/{result_id}.dcm"):
+                assert client.get(url).status_code < 500, (keyword, url)

@@ -144,6 +144,9 @@ def _decode_first_frame(ds: Dataset, path: Path) -> tuple[np.ndarray, dict[str, 
         options = as_pixel_options(ds)
     except Exception as exc:  # a missing or malformed pixel-description tag
         raise _read_error(path, f"bad image pixel description: {_one_line(exc)}") from exc
+    missing = [keyword for key, keyword in _PIXEL_MODULE.items() if options.get(key) is None]
+    if missing:  # as_pixel_options leaves out what the header lacks
+        raise _read_error(path, f"bad image pixel description: no {', '.join(missing)} in the header")
     _check_stored_size(ds, options, decoder, path)
     try:
         frame, props = decoder.as_array(ds, index=0, decoding_plugin=_plugin_for(decoder), **options)
@@ -154,6 +157,13 @@ def _decode_first_frame(ds: Dataset, path: Path) -> tuple[np.ndarray, dict[str, 
         logger.warning("%s: %s frames, using the first", path, options["number_of_frames"])
     _check_frame_shape(frame, options, path)
     return frame, props
+
+
+_PIXEL_MODULE = {"rows": "Rows", "columns": "Columns", "samples_per_pixel": "SamplesPerPixel",
+                 "bits_allocated": "BitsAllocated", "bits_stored": "BitsStored",
+                 "pixel_representation": "PixelRepresentation",
+                 "photometric_interpretation": "PhotometricInterpretation"}
+"""The Image Pixel module's Type 1 elements, by the names of pydicom's pixel options."""
 
 
 def _header_size(options: dict) -> str:
