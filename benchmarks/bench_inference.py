@@ -2,7 +2,7 @@
 
 Models are the recipe's (configs/siim.yaml: timm legacy_xception, smp FPN + inceptionresnetv2)
 with random weights: speed does not depend on the weights. Each is exported to ONNX with the
-same settings as ``pneumoseg export-onnx`` and opened with :func:`pneumoseg.export.onnx_forward`.
+same settings as ``pneumoseg export-onnx`` and opened with :func:`pneumoseg.infer.onnx_backend.onnx_forward`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pneumoseg import export
 from pneumoseg.config import load_config
 from pneumoseg.data.dicom import read_dicom
 from pneumoseg.data.preprocess import IMAGENET, resize_to_uint8, to_model_input
+from pneumoseg.infer.onnx_backend import onnx_forward
 from pneumoseg.infer.pipeline import ModelRunner, TwoStagePipeline, torch_forward
 from pneumoseg.models import build_classifier, build_segmenter
 
@@ -104,7 +105,7 @@ def run(ctx) -> dict[str, Any]:
     backends: dict[str, dict[str, Any]] = {}
     for kind, model in models.items():
         onnx_path = export_model(model, ctx.tmp / f"{kind}.onnx", kind, sizes[0] if ctx.quick else 256)
-        backends[kind] = {"torch": torch_forward(model), "onnxruntime": export.onnx_forward(onnx_path)}
+        backends[kind] = {"torch": torch_forward(model), "onnxruntime": onnx_forward(onnx_path)}
 
     def gflops(kind: str, size: int, batch: int, seconds: float) -> float:
         return flops[kind] * (size / flop_size) ** 2 * batch / seconds / 1e9

@@ -84,10 +84,10 @@ def test_a_bad_postprocess_json_stops_predict_loading(tmp_path):
 
     from pneumoseg.config import PostprocessConfig
     from pneumoseg.errors import PneumosegError
-    from pneumoseg.infer.pipeline import load_postprocess
+    from pneumoseg.runs.postprocess import load_postprocess
     from pneumoseg.io import sealed
 
-    (tmp_path / "postprocess.json").write_text(json.dumps(sealed({"params": {"cls_threshold": 7}})))
+    (tmp_path / "postprocess.json").write_text(json.dumps(sealed({"system": "two-stage", "params": {"cls_threshold": 7}, "mean_dice": 0.8, "all_empty_baseline": 0.7, "n_images": 3})))
     with pytest.raises(PneumosegError, match="postprocess.json: cls_threshold"):
         load_postprocess(tmp_path, PostprocessConfig())
     (tmp_path / "postprocess.json").write_text("[1, 2]")

@@ -17,14 +17,17 @@ from pneumoseg.cli import app
 from pneumoseg.data.dicom import read_dicom
 from pneumoseg.data.labels import read_labels
 from pneumoseg.errors import PneumosegError
-from pneumoseg.infer.pipeline import build_torch_pipeline, load_postprocess
+from pneumoseg.infer.pipeline import build_torch_pipeline
+from pneumoseg.runs.postprocess import load_postprocess
 from pneumoseg.infer.predict import predict_files
-from pneumoseg.models.trained import load_trained
+from pneumoseg.runs.trained import load_trained
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from pneumoseg.export import build_onnx_pipeline, export_onnx, load_manifest, onnx_forward  # noqa: E402
+from pneumoseg.export import export_onnx  # noqa: E402
+from pneumoseg.infer.onnx_backend import build_onnx_pipeline, onnx_forward  # noqa: E402
+from pneumoseg.runs.onnx_manifest import load_manifest  # noqa: E402
 
 runner = CliRunner()
 TOLERANCE = 1e-4
@@ -220,7 +223,7 @@ def test_siim_preset_architectures_export(tmp_path):
     from pneumoseg.config import load_config
     from pneumoseg.models.classifier import build_classifier
     from pneumoseg.models.segmenter import build_segmenter
-    from pneumoseg.train.checkpoint import save_model
+    from pneumoseg.runs.checkpoint import save_model
 
     cfg = load_config("siim", ["classifier.image_size=128", "segmenter.image_size=128", "runtime.device=cpu"])
     runs = {}

@@ -11,7 +11,8 @@ import pytest
 from pneumoseg.config import load_config
 from pneumoseg.data.labels import read_labels
 from pneumoseg.evaluate.validation import outputs_from_runs, validation_samples
-from pneumoseg.export import build_onnx_pipeline, export_onnx
+from pneumoseg.export import export_onnx
+from pneumoseg.infer.onnx_backend import build_onnx_pipeline
 from pneumoseg.infer.pipeline import build_torch_pipeline
 from pneumoseg.infer.predict import predict_files
 from pneumoseg.infer.tune import save_postprocess, tune_postprocess

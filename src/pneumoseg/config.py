@@ -217,7 +217,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         node[leaf] = raw
 
 
-def _format_validation_error(source: str, exc: ValidationError) -> str:
+def format_validation_error(source: str, exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(root)"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
@@ -232,7 +232,7 @@ def load_config(name_or_path: str | Path = "demo", overrides: list[str] | tuple[
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(source, exc)) from None
+        raise ConfigError(format_validation_error(source, exc)) from None
 
 
 def updated_postprocess(base: PostprocessConfig, updates: dict[str, Any], source: str) -> PostprocessConfig:
@@ -247,7 +247,7 @@ def updated_postprocess(base: PostprocessConfig, updates: dict[str, Any], source
     try:
         return PostprocessConfig.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(source, exc)) from None
+        raise ConfigError(format_validation_error(source, exc)) from None
 
 
 def config_to_yaml(config: Config) -> str:

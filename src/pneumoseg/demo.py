@@ -44,7 +44,7 @@ from pneumoseg.infer.pipeline import build_torch_pipeline
 from pneumoseg.infer.predict import predict_files
 from pneumoseg.infer.tune import save_postprocess
 from pneumoseg.io import atomic_write_json, atomic_write_text
-from pneumoseg.models.trained import checkpoint_path
+from pneumoseg.runs.trained import checkpoint_path
 from pneumoseg.runtime import configure_torch, describe_torch
 from pneumoseg.train.stages import train_classifier, train_segmenter
 

@@ -1,4 +1,4 @@
-"""ONNX export of both trained models, and an ONNX Runtime back-end for the same pipeline.
+"""ONNX export of both trained models.
 
 ``export_onnx`` writes ``classifier.onnx``, ``segmenter.onnx`` and ``onnx.json`` into one
 folder. Both graphs take ``image`` (N, 3, H, W) float32 with dynamic batch, height and width and
@@ -8,16 +8,13 @@ trained at, the normalisation (grey pixels replicated to 3 channels, /255, the r
 tensor names, opset, the source run and checkpoint (with its SHA-256) and the post-processing
 (the segmenter run's postprocess.json, else its config).
 
-``build_onnx_pipeline`` reads such a folder back into a :class:`TwoStagePipeline` whose models
-run in ONNX Runtime; everything after the forward pass (resize, TTA, gating, post-processing,
-RLE) is the code the PyTorch back-end uses.
+:mod:`pneumoseg.infer.onnx_backend` reads such a folder back into a pipeline whose models run
+in ONNX Runtime; :mod:`pneumoseg.runs.onnx_manifest` reads and verifies ``onnx.json``.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -25,28 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from pneumoseg.config import PostprocessConfig, updated_postprocess
 from pneumoseg.data.preprocess import Normalisation, to_model_input
 from pneumoseg.errors import PneumosegError
-from pneumoseg.infer.pipeline import ModelRunner, TwoStagePipeline, load_postprocess
-from pneumoseg.io import atomic_save, atomic_write_json, check_seal, sealed, sha256_of
+from pneumoseg.infer.onnx_backend import onnx_forward, require
+from pneumoseg.runs.onnx_manifest import FORMAT, FORMAT_VERSION, MANIFEST
+from pneumoseg.runs.postprocess import load_postprocess
+from pneumoseg.io import atomic_save, atomic_write_json, sealed, sha256_of
 
-MANIFEST = "onnx.json"
 FILES = {"classifier": "classifier.onnx", "segmenter": "segmenter.onnx"}
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
-FORMAT = "pneumoseg-onnx"
-FORMAT_VERSION = 2  # 2: onnx.json carries its own checksum, verified with each model file's
-CPU = ("CPUExecutionProvider",)
-
-
-def _require(module: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise PneumosegError(f"the ONNX back-end needs the {module} package: pip install 'pneumoseg[onnx]'") from None
 
 
 def _preprocessing(image_size: int, normalisation: Normalisation) -> dict[str, Any]:
@@ -73,9 +58,9 @@ def export_onnx(cls_run: Path, seg_run: Path, out_dir: Path, *, seg_checkpoint: 
     ``check_outputs`` (and onnxruntime installed) ONNX Runtime's output on a random image is also
     compared with PyTorch's. Returns the manifest written to ``onnx.json``.
     """
-    from pneumoseg.models.trained import load_trained
+    from pneumoseg.runs.trained import load_trained
 
-    _require("onnx")
+    require("onnx")
     segmenter = load_trained(seg_run, seg_checkpoint, expect="segmenter")
     classifier = load_trained(cls_run, "best", expect="classifier")
     post_path = Path(seg_run) / "postprocess.json"
@@ -108,7 +93,7 @@ def export_onnx(cls_run: Path, seg_run: Path, out_dir: Path, *, seg_checkpoint: 
 
 
 def _versions() -> dict[str, str]:
-    from pneumoseg.train.checkpoint import package_versions
+    from pneumoseg.runs.checkpoint import package_versions
 
     versions = package_versions()
     for name in ("onnx", "onnxruntime"):
@@ -140,8 +125,8 @@ def torch_to_onnx(model, path: Path, kind: str, size: int, opset: int = 17) -> N
 def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[str, Any]:
     import onnx
 
-    from pneumoseg.models.trained import checkpoint_path
-    from pneumoseg.train.checkpoint import read_metadata
+    from pneumoseg.runs.trained import checkpoint_path
+    from pneumoseg.runs.checkpoint import read_metadata
 
     model = trained.model.float().cpu().eval()
     size = trained.image_size
@@ -216,108 +201,6 @@ def _compare_with_torch(model, onnx_path: Path, size: int, normalisation: Normal
 
 
 # ---------------------------------------------------------------------------------- runtime
-
-
-@dataclass
-class OnnxForward:
-    """A ``Forward`` (N,3,H,W float32 → logits) backed by an ONNX Runtime session."""
-
-    session: Any = field(repr=False)
-    input_name: str
-    output_name: str
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-
-def onnx_forward(path: Path, providers: tuple[str, ...] | list[str] = CPU) -> OnnxForward:
-    """Open ``path`` in ONNX Runtime (all graph optimisations, default thread counts)."""
-    ort = _require("onnxruntime")
-    available = ort.get_available_providers()
-    missing = [p for p in providers if p not in available]
-    if missing:
-        raise PneumosegError(f"onnxruntime here lacks {', '.join(missing)} (available: {', '.join(available)})")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
-    except Exception as exc:  # onnxruntime's own exception types derive from Exception only
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PneumosegError(f"{path}: cannot load the ONNX model ({message})") from None
-    return OnnxForward(session, session.get_inputs()[0].name, session.get_outputs()[0].name)
-
-
-def onnx_providers(device: str) -> tuple[str, ...]:
-    """Execution providers for ``--device``: cpu, cuda (CUDA, CPU fallback) or auto (CUDA if present)."""
-    if device == "cpu":
-        return CPU
-    ort = _require("onnxruntime")
-    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-    if device == "auto":
-        return ("CUDAExecutionProvider", *CPU) if has_cuda else CPU
-    if device.startswith("cuda"):
-        if not has_cuda:
-            raise PneumosegError("--device cuda: this onnxruntime has no CUDAExecutionProvider "
-                                 "(install onnxruntime-gpu, or use --device cpu)")
-        return ("CUDAExecutionProvider", *CPU)
-    raise PneumosegError(f"--device {device}: the ONNX back-end takes cpu, cuda or auto")
-
-
-def load_manifest(onnx_dir: Path, *, need_classifier: bool = True) -> dict[str, Any]:
-    """Read and check ``onnx_dir/onnx.json`` and that the model files it names are present."""
-    onnx_dir = Path(onnx_dir)
-    path = onnx_dir / MANIFEST
-    if not onnx_dir.is_dir():
-        raise PneumosegError(f"{onnx_dir}: ONNX folder not found (create it with `pneumoseg export-onnx`)")
-    if not path.is_file():
-        raise PneumosegError(f"{onnx_dir}: no {MANIFEST}; not a finished `pneumoseg export-onnx` folder")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PneumosegError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise PneumosegError(f"{path}: not a pneumoseg ONNX manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise PneumosegError(f"{path}: format version {manifest.get('format_version')} is not supported "
-                             f"(this pneumoseg reads {FORMAT_VERSION}); export again")
-    check_seal(manifest, str(path))
-    for kind in ("classifier", "segmenter") if need_classifier else ("segmenter",):
-        entry = manifest.get(kind)
-        if not isinstance(entry, dict) or "file" not in entry or "image_size" not in entry:
-            raise PneumosegError(f"{path}: no {kind} entry")
-        model_file = onnx_dir / entry["file"]
-        if not model_file.is_file():
-            raise PneumosegError(f"{onnx_dir}: {entry['file']} is missing (named in {MANIFEST})")
-        if sha256_of(model_file) != entry.get("sha256"):
-            raise PneumosegError(f"{model_file}: its SHA-256 differs from the one in {MANIFEST}; the file was "
-                                 "altered, damaged or replaced (export again)")
-    return manifest
-
-
-def build_onnx_pipeline(onnx_dir: Path, *, seg_only: bool = False, tta: bool = False,
-                        post: PostprocessConfig | None = None,
-                        providers: tuple[str, ...] | list[str] = CPU) -> TwoStagePipeline:
-    """The two-stage pipeline from an ``export_onnx`` folder (image sizes and post-processing from onnx.json)."""
-    onnx_dir = Path(onnx_dir)
-    manifest = load_manifest(onnx_dir, need_classifier=not seg_only)
-    seg = manifest["segmenter"]
-    if post is None:
-        stored = seg.get("postprocess", {})
-        if not isinstance(stored, dict):
-            raise PneumosegError(f"{onnx_dir / MANIFEST}: segmenter.postprocess is not an object")
-        post = updated_postprocess(PostprocessConfig(), stored, f"{onnx_dir / MANIFEST} segmenter.postprocess")
-    cls_runner = None if seg_only else _onnx_runner(onnx_dir, manifest["classifier"], providers, tta)
-    seg_runner = _onnx_runner(onnx_dir, seg, providers, tta)
-    return TwoStagePipeline(cls_runner, seg_runner, post)
-
-
-def _onnx_runner(onnx_dir: Path, entry: dict[str, Any], providers: tuple[str, ...] | list[str],
-                 tta: bool) -> ModelRunner:
-    """One manifest entry as a :class:`ModelRunner`, normalised as the manifest records."""
-    where = str(Path(onnx_dir) / MANIFEST)
-    normalisation = Normalisation.from_json(entry.get("normalisation"), where)
-    return ModelRunner(onnx_forward(Path(onnx_dir) / entry["file"], providers), int(entry["image_size"]),
-                       normalisation, tta, f"onnx:{entry['sha256']}:{','.join(providers)}")
 
 
 def render_export(manifest: dict[str, Any], out_dir: Path) -> str:

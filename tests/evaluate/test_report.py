@@ -427,10 +427,10 @@ def test_report_command_options(monkeypatch, capsys):
     runner = CliRunner()
     help_text = runner.invoke(app, ["report", "--help"], terminal_width=200).output
     for option in ("--cls", "--seg", "--images", "--labels", "--out", "--fold", "--splits", "--no-tta", "--device",
-                   "--test-images", "--test-labels"):
+                   "--test-images", "--test-labels", "--model"):
         assert option in help_text
-    missing = runner.invoke(app, ["report", "--seg", "s", "--images", "i", "--labels", "l", "--out", "o"])
-    assert missing.exit_code == 2 and "--cls" in missing.output
+    code, _, err = run_main(monkeypatch, capsys, "report", "--seg", "s", "--images", "i", "--labels", "l", "--out", "o")
+    assert_one_line_error(code, err, "give --cls RUN and --seg RUN, or --model model.zip")
     code, _, err = run_main(monkeypatch, capsys, "report", "--cls", "c", "--seg", "s", "--images", "i", "--labels",
                             "l", "--out", "o", "--test-images", "t")
     assert_one_line_error(code, err, "--test-images and --test-labels together")

@@ -130,15 +130,20 @@ def test_empty_or_misshapen_masks_are_refused(sample_dicoms):
         build_dicom_seg(image, np.ones((512, 512), dtype=bool))
 
 
-def test_mask_at_source_size_is_nearest_neighbour():
+def test_mask_at_source_size_keeps_the_pixels_at_least_half_covered():
+    """One rule (data.preprocess.resize_mask): shrinking, an output pixel is on when half or more
+    of the input area it covers is; enlarging, each output pixel takes the input pixel it lies in."""
     mask = np.zeros((1024, 1024), dtype=bool)
     mask[:512, 768:] = True  # the top-right quarter of the width, the top half of the height
     small = mask_at_source_size(mask, (300, 171))
     assert small.shape == (300, 171) and small.dtype == bool
     expected = np.zeros((300, 171), dtype=bool)
-    expected[:150, 129:] = True  # OpenCV's nearest: column j samples column floor(j * 1024 / 171)
+    # column 128 spans input columns 766.5-772.5, three quarters inside the mask; column 127 none.
+    # row 149 spans input rows 508.6-512, all inside; row 150 starts at 512.
+    expected[:150, 128:] = True
     np.testing.assert_array_equal(small, expected)
     np.testing.assert_array_equal(mask_at_source_size(mask, (1024, 1024)), mask)
+    np.testing.assert_array_equal(mask_at_source_size(mask, (2048, 2048)), mask.repeat(2, 0).repeat(2, 1))
 
 
 def read_submission(path: Path) -> dict[str, str]:

@@ -6,7 +6,7 @@ import pytest
 from pneumoseg.config import PostprocessConfig
 from pneumoseg.evaluate.validation import per_image_dice
 from pneumoseg.infer.outputs import ModelOutputs
-from pneumoseg.infer.pipeline import load_postprocess
+from pneumoseg.runs.postprocess import load_postprocess
 from pneumoseg.infer.tune import TuneGrid, save_postprocess, threshold_dice_grid, triplet_dice_grid, tune_postprocess
 
 S = 32
@@ -125,11 +125,12 @@ def test_an_edited_postprocess_json_is_refused(tmp_path):
 
     from pneumoseg.config import PostprocessConfig
     from pneumoseg.errors import PneumosegError
-    from pneumoseg.infer.pipeline import load_postprocess
+    from pneumoseg.runs.postprocess import load_postprocess
     from pneumoseg.io import sealed
 
     path = tmp_path / "postprocess.json"
-    path.write_text(json.dumps(sealed({"params": {"cls_threshold": 0.4, "min_area": 100}})))
+    path.write_text(json.dumps(sealed({"system": "two-stage", "params": {"cls_threshold": 0.4, "min_area": 100}, "mean_dice": 0.8,
+                                          "all_empty_baseline": 0.7, "n_images": 3})))
     assert load_postprocess(tmp_path, PostprocessConfig()).min_area == 100
     edited = json.loads(path.read_text())
     edited["params"]["min_area"] = 0
@@ -139,4 +140,17 @@ def test_an_edited_postprocess_json_is_refused(tmp_path):
     del edited["content_sha256"]
     path.write_text(json.dumps(edited))
     with pytest.raises(PneumosegError, match="postprocess.json: no content_sha256"):
+        load_postprocess(tmp_path, PostprocessConfig())
+
+
+def test_a_postprocess_file_that_does_not_fit_its_schema_is_refused(tmp_path):
+    import json
+
+    from pneumoseg.config import PostprocessConfig
+    from pneumoseg.errors import PneumosegError
+    from pneumoseg.io import sealed
+
+    (tmp_path / "postprocess.json").write_text(json.dumps(sealed({"system": "two-stage", "params": {},
+                                                                  "mean_dice": "high"})))
+    with pytest.raises(PneumosegError, match="postprocess.json: mean_dice: Input should be a valid number"):
         load_postprocess(tmp_path, PostprocessConfig())

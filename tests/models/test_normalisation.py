@@ -18,15 +18,15 @@ from pneumoseg.data.index import index_images
 from pneumoseg.data.labels import read_labels
 from pneumoseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, LEGACY, Normalisation, to_model_input
 from pneumoseg.errors import PneumosegError
-from pneumoseg.export import build_onnx_pipeline
+from pneumoseg.infer.onnx_backend import build_onnx_pipeline
 from pneumoseg.infer.pipeline import build_torch_pipeline
 from pneumoseg.models.normalisation import (
     classifier_normalisation,
     segmenter_normalisation,
     smp_encoder_normalisation,
 )
-from pneumoseg.models.trained import load_trained
-from pneumoseg.train.checkpoint import load_tensors, save_tensors
+from pneumoseg.runs.trained import load_trained
+from pneumoseg.runs.checkpoint import load_tensors, save_tensors
 
 HALF = (0.5, 0.5, 0.5)
 

@@ -16,7 +16,7 @@ from pneumoseg.config import ClassifierConfig, SegmenterConfig
 from pneumoseg.errors import PneumosegError
 from pneumoseg.models import build_classifier, build_segmenter, load_pretrained
 from pneumoseg.models.weights import read_state_dict
-from pneumoseg.train.checkpoint import save_model
+from pneumoseg.runs.checkpoint import save_model
 
 CLS = ClassifierConfig(arch="test_resnet")
 SEG = SegmenterConfig(encoder="tu-test_resnet")

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from pneumoseg import cli
 from pneumoseg.config import load_config
-from pneumoseg.train.checkpoint import load_tensors
+from pneumoseg.runs.checkpoint import load_tensors
 from tests.helpers import TINY_OVERRIDES
 
 EXTRA = ["classifier.lr=0.002", "segmenter.dice_weight=0.5"]

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pneumoseg.train import distributed
-from pneumoseg.train.checkpoint import load_tensors
+from pneumoseg.runs.checkpoint import load_tensors
 from pneumoseg.train.distributed import DistInfo
 from pneumoseg.train.loop import STATE_FILE, _set_epoch, make_loader
 from tests.helpers import TINY_OVERRIDES

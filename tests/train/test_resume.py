@@ -17,8 +17,9 @@ import torch
 
 from pneumoseg.errors import PneumosegError
 from pneumoseg.io import sha256_of
-from pneumoseg.train import checkpoint, stages
-from pneumoseg.train.checkpoint import load_tensors
+from pneumoseg.runs import checkpoint
+from pneumoseg.train import stages
+from pneumoseg.runs.checkpoint import load_tensors
 from pneumoseg.train.loop import STATE_FILE
 from tests.helpers import TINY_OVERRIDES
 from tests.train.recording import RecordingTrainer, recorded_fit

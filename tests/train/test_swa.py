@@ -13,7 +13,7 @@ from pneumoseg.config import load_config
 from pneumoseg.errors import ConfigError
 from pneumoseg.models import build_segmenter
 from pneumoseg.train import stages
-from pneumoseg.train.checkpoint import load_model_state, load_tensors
+from pneumoseg.runs.checkpoint import load_model_state, load_tensors
 from tests.train.recording import recorded_fit
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from pneumoseg.cli.bundle import ModelOpt, bundle_runs
 from pneumoseg.cli.base import ClsRunOpt, FoldEvalOpt, ImagesOpt, LabelsOpt, SegRunOpt, SplitsEvalOpt, app
 from pneumoseg.cli.options import at_least, device_name, output_file, output_folder, rle_format, tta_flag
 from pneumoseg.errors import PneumosegError
@@ -36,6 +37,7 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 4,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     restart: Annotated[bool, typer.Option(help="Discard the rows of an interrupted run (OUT.partial) and start over.")] = False,
+    model: ModelOpt = None,
 ) -> None:
     """Predict pneumothorax masks for DICOM images and write a SIIM submission CSV.
 
@@ -67,8 +69,9 @@ def predict(
     unreadable = {p: reason for scan in scans for p, reason in scan.problems.items()}
     if not paths and not unreadable:
         raise PneumosegError(f"no .dcm files found under {', '.join(shown(root) for root in images)}")
-    pipeline = _build_pipeline(backend, cls, seg, onnx, seg_only=seg_only, checkpoint=checkpoint, tta=tta_flag(tta),
-                               device=device)
+    with bundle_runs(model, cls, seg) as (cls, seg):
+        pipeline = _build_pipeline(backend, cls, seg, onnx, seg_only=seg_only, checkpoint=checkpoint,
+                                   tta=tta_flag(tta), device=device)
     updates = {"rule": rule, "cls_threshold": cls_threshold, "pixel_threshold": pixel_threshold, "min_area": min_area}
     pipeline.post = updated_postprocess(pipeline.post, updates, "command line")
     summary = predict_files(pipeline, paths, out, batch_size=batch_size, rle_fmt=rle, overlays=overlays, probs=probs,
@@ -80,9 +83,10 @@ def predict(
 
 @app.command("export-onnx")
 def export_onnx(
-    cls: Annotated[Path, typer.Option("--cls", help="Classifier run folder (from `pneumoseg train cls`; best checkpoint).")],
-    seg: SegRunOpt,
     out: Annotated[Path, typer.Option(help="Folder for classifier.onnx, segmenter.onnx and onnx.json (created).")],
+    cls: Annotated[Optional[Path], typer.Option("--cls", help="Classifier run folder (from `pneumoseg train cls`; best checkpoint).")] = None,
+    seg: Annotated[Optional[Path], typer.Option("--seg", help="Segmenter run folder (from `pneumoseg train seg`).")] = None,
+    model: ModelOpt = None,
     checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
 ) -> None:
@@ -95,7 +99,10 @@ def export_onnx(
 
     if checkpoint not in {"auto", "best", "swa"}:
         raise PneumosegError(f"--checkpoint must be auto, best or swa, not {checkpoint!r}")
-    manifest = run_export(cls, seg, out, seg_checkpoint=checkpoint, opset=opset)
+    with bundle_runs(model, cls, seg) as (cls, seg):
+        if cls is None or seg is None:
+            raise PneumosegError("give --cls RUN and --seg RUN, or --model model.zip")
+        manifest = run_export(cls, seg, out, seg_checkpoint=checkpoint, opset=opset)
     typer.echo(render_export(manifest, out))
 
 
@@ -142,7 +149,7 @@ def _build_pipeline(backend: str, cls: Path | None, seg: Path | None, onnx_dir: 
             raise PneumosegError("--backend onnx needs --onnx DIR (a folder written by `pneumoseg export-onnx`)")
         if cls is not None or seg is not None:
             raise PneumosegError("--cls/--seg are for --backend torch; the --onnx folder holds both models")
-        from pneumoseg.export import build_onnx_pipeline, onnx_providers
+        from pneumoseg.infer.onnx_backend import build_onnx_pipeline, onnx_providers
 
         return build_onnx_pipeline(onnx_dir, seg_only=seg_only, tta=tta, providers=onnx_providers(device))
     if backend != "torch":

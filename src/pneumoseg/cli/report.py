@@ -9,8 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from pneumoseg.cli.base import ClsRunOpt, ConfigOpt, FoldEvalOpt, ImagesOpt, LabelsOpt, SegRunOpt, SetOpt, SplitsEvalOpt, app
+from pneumoseg.cli.base import ClsRunOpt, ConfigOpt, FoldEvalOpt, ImagesOpt, LabelsOpt, SetOpt, SplitsEvalOpt, app
+from pneumoseg.cli.bundle import bundle_runs
 from pneumoseg.cli.options import device_name
+from pneumoseg.errors import PneumosegError
 
 
 @app.command()
@@ -37,11 +39,12 @@ def demo(
 
 @app.command()
 def report(
-    seg: SegRunOpt,
     images: ImagesOpt,
     labels: LabelsOpt,
     out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and the PNG plots (created).")],
-    cls: ClsRunOpt,
+    seg: Annotated[Optional[Path], typer.Option("--seg", help="Segmenter run folder (from `pneumoseg train seg`).")] = None,
+    cls: ClsRunOpt = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="A model bundle (from `pneumoseg export-model`), instead of --cls/--seg; give --splits too, the bundle records the split's fingerprint only.")] = None,
     fold: FoldEvalOpt = 0,
     splits: SplitsEvalOpt = None,
     tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Also evaluate the final model with hflip TTA (one more inference pass).")] = True,
@@ -57,7 +60,10 @@ def report(
     curves, the Dice grid and best/median/worst cases."""
     from pneumoseg.evaluate.report import build_report
 
-    result = build_report(cls, seg, images, labels, out, test_images=test_images, test_labels=test_labels,
-                          splits_path=splits, fold=fold, device=device_name(device), tta=tta)
+    with bundle_runs(model, cls, seg) as (cls, seg):
+        if cls is None or seg is None:
+            raise PneumosegError("give --cls RUN and --seg RUN, or --model model.zip")
+        result = build_report(cls, seg, images, labels, out, test_images=test_images, test_labels=test_labels,
+                              splits_path=splits, fold=fold, device=device_name(device), tta=tta)
     typer.echo(result.render())
     typer.echo(f"report: {result.markdown_path}")

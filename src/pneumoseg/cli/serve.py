@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from pneumoseg.cli.base import SegRunOpt, app
+from pneumoseg.cli.base import app
+from pneumoseg.cli.bundle import ModelOpt, bundle_runs
 from pneumoseg.cli.options import at_least, device_name
 from pneumoseg.errors import PneumosegError
 from pneumoseg.serve.security import LOOPBACK_NAMES, TOKEN_ENV, check_bind
@@ -15,8 +16,9 @@ from pneumoseg.serve.security import LOOPBACK_NAMES, TOKEN_ENV, check_bind
 
 @app.command()
 def serve(
-    cls: Annotated[Path, typer.Option("--cls", help="Classifier run folder (from `pneumoseg train cls`).")],
-    seg: SegRunOpt,
+    cls: Annotated[Optional[Path], typer.Option("--cls", help="Classifier run folder (from `pneumoseg train cls`).")] = None,
+    seg: Annotated[Optional[Path], typer.Option("--seg", help="Segmenter run folder (from `pneumoseg train seg`).")] = None,
+    model: ModelOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface; needs --token).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     token: Annotated[Optional[str], typer.Option(envvar=TOKEN_ENV, help="Access token (16+ characters): every API call then needs 'Authorization: Bearer TOKEN'; the page asks for it once. Required to listen beyond loopback.")] = None,
@@ -43,6 +45,9 @@ def serve(
     except ImportError as exc:
         raise PneumosegError(f"the web viewer needs the serve extra ({exc.name} is missing): "
                              'pip install "pneumoseg[serve]"') from None
-    typer.echo(f"pneumoseg viewer: open http://{host}:{port}/ (Ctrl+C to stop)")
-    run_server(cls, seg, host, port, device=device, max_upload_mb=max_upload_mb, cache_size=cache_size,
-               token=token, allowed_hosts=allowed_hosts or LOOPBACK_NAMES, cors_origins=cors_origin or ())
+    with bundle_runs(model, cls, seg) as (cls, seg):
+        if cls is None or seg is None:
+            raise PneumosegError("give --cls RUN and --seg RUN, or --model model.zip")
+        typer.echo(f"pneumoseg viewer: open http://{host}:{port}/ (Ctrl+C to stop)")
+        run_server(cls, seg, host, port, device=device, max_upload_mb=max_upload_mb, cache_size=cache_size,
+                   token=token, allowed_hosts=allowed_hosts or LOOPBACK_NAMES, cors_origins=cors_origin or ())

@@ -64,7 +64,7 @@ class XrayDataset(Dataset):
     def _mask(self, sample: Sample, source_shape: tuple[int, int]) -> np.ndarray:
         if not sample.positive:
             return np.zeros((self.cache.size, self.cache.size), dtype=np.uint8)
-        return resize_mask(label_mask(sample.label, source_shape), self.cache.size).astype(np.uint8)
+        return resize_mask(label_mask(sample.label, source_shape), (self.cache.size, self.cache.size)).astype(np.uint8)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         sample = self.samples[index]

@@ -60,10 +60,18 @@ def resize_to_uint8(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.rint(resized * 255.0), 0, 255).astype(np.uint8)
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize a bool mask to ``size``×``size``: a pixel is on when at least half of its area is."""
-    resized = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
-    return resized >= 0.5
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The one rule for resizing a mask to ``shape`` (rows, columns), as bool: an output pixel is
+    on when at least half of the input area it covers is. Shrinking, that is an area average
+    (training labels, 1024 -> 512); enlarging, each output pixel lies in one input pixel, which
+    is nearest-neighbour (a 1024² prediction on a larger film). Overlays, DICOM SEG and labels
+    all go through it, so every output outlines the same pixels."""
+    rows, cols = shape
+    if mask.shape == (rows, cols):
+        return mask.astype(bool)
+    if rows <= mask.shape[0] and cols <= mask.shape[1]:
+        return cv2.resize(mask.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA) >= 0.5
+    return cv2.resize(mask.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def to_model_input(images: np.ndarray, normalisation: Normalisation) -> torch.Tensor:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from pneumoseg.data.labels import ImageLabel, LabelSet, label_pixels, read_labels
 from pneumoseg.data.rle import RleFormat
-from pneumoseg.evaluate.metrics import MaskCounts, classification_metrics, fbeta_from_counts
+from pneumoseg.metrics import MaskCounts, classification_metrics, fbeta_from_counts
 
 PER_IMAGE_COLUMNS = (
     "image_id",

@@ -8,39 +8,27 @@ the same :func:`outputs_from_runs`. Masks are scored at the outputs' evaluation 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from pneumoseg.config import PostprocessConfig, load_config
+from pneumoseg.config import PostprocessConfig
 from pneumoseg.data.datasets import Sample, match_samples
 from pneumoseg.data.index import index_images
 from pneumoseg.data.labels import read_labels
 from pneumoseg.data.split_samples import load_split
 from pneumoseg.errors import PneumosegError
-from pneumoseg.evaluate.metrics import dice_scores
+from pneumoseg.metrics import dice_scores
 from pneumoseg.infer.outputs import ModelOutputs, collect_outputs
 from pneumoseg.infer.pipeline import build_torch_pipeline
 from pneumoseg.infer.postprocess import postprocess
-
-
-def run_record(run_dir: Path) -> dict:
-    """A training run's run.json (empty when the run has none)."""
-    info = Path(run_dir) / "run.json"
-    if not info.is_file():
-        return {}
-    try:
-        record = json.loads(info.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PneumosegError(f"{info}: unreadable ({exc})") from None
-    return record if isinstance(record, dict) else {}
+from pneumoseg.runs.run_info import read_run_config, read_run_info
 
 
 def recorded_splits(run_dir: Path) -> Path | None:
     """The splits.json a training run used (from its run.json), if recorded."""
-    splits = run_record(run_dir).get("splits")
-    return Path(splits) if splits else None
+    info = read_run_info(run_dir)
+    return Path(info.splits) if info else None
 
 
 def check_same_split(cls_run: Path | None, seg_run: Path) -> None:
@@ -48,10 +36,12 @@ def check_same_split(cls_run: Path | None, seg_run: Path) -> None:
     the classifier's validation images were training images of the segmenter, or the reverse."""
     if cls_run is None:
         return
-    cls, seg = run_record(cls_run), run_record(seg_run)
-    split_key = "splits_sha256" if cls.get("splits_sha256") and seg.get("splits_sha256") else "splits"
-    for key, what, default in ((split_key, "split files", None), ("fold", "folds", 0)):
-        ours, theirs = cls.get(key, default), seg.get(key, default)
+    cls, seg = read_run_info(cls_run), read_run_info(seg_run)
+    if cls is None and seg is None:
+        return  # nothing recorded to compare; the split file given is used for both
+    both_hashed = cls is not None and seg is not None and cls.splits_sha256 and seg.splits_sha256
+    for key, what in (("splits_sha256" if both_hashed else "splits", "split files"), ("fold", "folds")):
+        ours, theirs = getattr(cls, key, None), getattr(seg, key, None)
         if ours != theirs:
             raise PneumosegError(f"{cls_run} and {seg_run} were trained on different {what} ({ours} and {theirs}); "
                                  "train both on one --splits file and fold")
@@ -62,10 +52,11 @@ def validation_samples(seg_run: Path, images: Path, labels: Path, *, splits_path
     """The validation images of the split the segmenter (and the classifier, checked to share
     it) was trained with. The split file is only read, never made."""
     check_same_split(cls_run, seg_run)
-    trained_fold = run_record(seg_run).get("fold", fold)
+    info = read_run_info(seg_run)
+    trained_fold = info.fold if info else fold
     if trained_fold != fold:
         raise PneumosegError(f"{seg_run} was trained on fold {trained_fold}, not --fold {fold}")
-    config = load_config(Path(seg_run) / "config.yaml")
+    config = read_run_config(seg_run)
     splits_path = splits_path or recorded_splits(seg_run)
     if splits_path is None:
         raise PneumosegError(f"{seg_run}: the run records no split (no run.json); pass the split file it was "

@@ -34,7 +34,7 @@ from pydicom.sr.codedict import codes
 
 import pneumoseg
 from pneumoseg.data.dicom import DicomImage
-from pneumoseg.infer.postprocess import resize_mask
+from pneumoseg.data.preprocess import resize_mask
 from pneumoseg.io import atomic_save
 
 SEGMENT_LABEL = "Pneumothorax"

@@ -71,7 +71,7 @@ def collect_outputs(samples: list[Sample], segmenter: ModelRunner, classifier: M
         for j, (sample, dicom) in enumerate(zip(chunk, decoded)):
             full_truth = label_mask(sample.label, dicom.shape)
             images[start + j] = resize_to_uint8(dicom.pixels, size)
-            truth[start + j] = resize_mask(full_truth, size)
+            truth[start + j] = resize_mask(full_truth, (size, size))
             truth_fraction[start + j] = full_truth.mean()
         for j, prob in enumerate(segmenter.probabilities(pixels)):
             seg_prob[start + j] = resize_prob(prob, (size, size))

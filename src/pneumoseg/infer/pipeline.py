@@ -6,20 +6,18 @@ ONNX Runtime back-ends are interchangeable.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pneumoseg.config import PostprocessConfig, updated_postprocess
+from pneumoseg.config import PostprocessConfig
 from pneumoseg.data.preprocess import Normalisation, resize_to_uint8, to_model_input
-from pneumoseg.errors import PneumosegError
 from pneumoseg.infer.postprocess import REFERENCE_SIZE, postprocess, resize_prob
 from pneumoseg.infer.tta import Forward, hflip_tta
-from pneumoseg.io import check_seal
-from pneumoseg.models.trained import TrainedModel, load_trained
+from pneumoseg.runs.postprocess import load_postprocess
+from pneumoseg.runs.trained import TrainedModel, load_trained
 from pneumoseg.runtime import use_autocast
 
 SUBMISSION_SHAPE = (REFERENCE_SIZE, REFERENCE_SIZE)
@@ -125,35 +123,6 @@ class TwoStagePipeline:
             return Prediction(probability, False, None, np.zeros(SUBMISSION_SHAPE, dtype=bool))
         mask = postprocess(resize_prob(seg_prob, SUBMISSION_SHAPE), self.post)
         return Prediction(probability, True, seg_prob, mask)
-
-
-POSTPROCESS_FILES = {True: "postprocess.json", False: "postprocess-seg-only.json"}
-"""Where ``pneumoseg tune`` saves each system's post-processing, beside the segmenter run:
-two-stage (gated, True) and segmentation alone (False)."""
-
-
-def postprocess_path(seg_run: Path, *, gated: bool = True) -> Path:
-    return Path(seg_run) / POSTPROCESS_FILES[gated]
-
-
-def load_postprocess(seg_run: Path, fallback: PostprocessConfig, *, gated: bool = True) -> PostprocessConfig:
-    """The post-processing ``pneumoseg tune`` chose for this system, else ``fallback``.
-
-    Two-stage (``gated``): postprocess.json. Segmentation alone: postprocess-seg-only.json,
-    else postprocess.json's pixel rule (what runs were given before seg-only tuning existed)."""
-    candidates = [postprocess_path(seg_run, gated=gated)] + ([] if gated else [postprocess_path(seg_run)])
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        return fallback
-    try:
-        chosen = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PneumosegError(f"{path}: unreadable ({exc})") from None
-    params = chosen.get("params", {}) if isinstance(chosen, dict) else None
-    if not isinstance(params, dict):
-        raise PneumosegError(f"{path}: no params object; run `pneumoseg tune` again")
-    check_seal(chosen, str(path))
-    return updated_postprocess(fallback, params, str(path))
 
 
 def build_torch_pipeline(cls_run: Path | None, seg_run: Path, *, seg_checkpoint: str = "auto", tta: bool = False,

@@ -62,15 +62,3 @@ def resize_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if prob.shape == tuple(shape):
         return prob
     return cv2.resize(prob.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-
-
-def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a mask to ``shape`` (rows, columns), as bool.
-
-    The one rule for taking the 1024×1024 submission mask to an image's own size (overlays,
-    DICOM SEG), so every output outlines the same pixels."""
-    rows, cols = shape
-    if mask.shape == (rows, cols):
-        return mask.astype(bool)
-    resized = cv2.resize(mask.astype(np.uint8), (cols, rows), interpolation=cv2.INTER_NEAREST)
-    return resized.astype(bool)

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -24,10 +23,10 @@ from pneumoseg.data.dicom import DicomImage, read_dicom, read_image_id
 from pneumoseg.data.labels import write_label_csv
 from pneumoseg.data.rle import rle_encode
 from pneumoseg.errors import DicomReadError
+from pneumoseg.infer.drawing import save_overlay, save_probability_map
 from pneumoseg.infer.pipeline import Prediction, TwoStagePipeline
-from pneumoseg.infer.postprocess import resize_mask
 from pneumoseg.infer.resume import open_partial, output_lock, partial_path, read_partial
-from pneumoseg.io import atomic_write_bytes, atomic_write_text, shown
+from pneumoseg.io import atomic_write_text, shown
 
 logger = logging.getLogger(__name__)
 
@@ -62,46 +61,6 @@ def safe_name(image_id: str) -> str:
 def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def save_overlay(path: Path, image: DicomImage, mask_1024: np.ndarray, probability: float | None) -> None:
-    """The X-ray at its own size with the predicted region outlined in red."""
-    write_png(path, draw_overlay(image, mask_1024, probability))
-
-
-def draw_overlay(image: DicomImage, mask_1024: np.ndarray, probability: float | None) -> np.ndarray:
-    """The X-ray at its own size (BGR uint8) with the predicted region outlined in red and a
-    one-line label (the verdict and, when given, the classifier probability)."""
-    grey = np.clip(np.rint(image.pixels * 255), 0, 255).astype(np.uint8)
-    bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
-    rows, cols = image.shape
-    mask = resize_mask(mask_1024, (rows, cols)).astype(np.uint8)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    thickness = max(2, round(max(rows, cols) / 300))
-    cv2.drawContours(bgr, contours, -1, (0, 0, 255), thickness)
-    label = "pneumothorax" if mask.any() else "no pneumothorax"
-    if probability is not None:
-        label += f"  p={probability:.2f}"
-    scale = max(rows, cols) / 1400
-    cv2.putText(bgr, label, (int(20 * scale), int(50 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 255),
-                max(1, round(2 * scale)), cv2.LINE_AA)
-    return bgr
-
-
-def save_probability_map(path: Path, seg_prob: np.ndarray) -> None:
-    write_png(path, np.clip(np.rint(seg_prob * 255), 0, 255).astype(np.uint8))
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    atomic_write_bytes(path, encode_png(image, name=str(path)))
-
-
-def encode_png(image: np.ndarray, *, name: str = "image") -> bytes:
-    """PNG bytes of a grey or BGR uint8 array (``name`` is used in the error message)."""
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise ValueError(f"could not encode {name} as PNG")
-    return encoded.tobytes()
 
 
 def _read_batch(paths: list[Path], errors: dict[str, str]) -> list[DicomImage]:

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from pneumoseg.infer.outputs import ModelOutputs
-from pneumoseg.infer.pipeline import postprocess_path
 from pneumoseg.infer.postprocess import component_areas, scaled_min_area
-from pneumoseg.io import atomic_write_json, sealed
+from pneumoseg.runs.postprocess import write_postprocess
 
 
 @dataclass
@@ -105,8 +104,6 @@ class TuneResult:
     candidates: dict[str, dict[str, Any]]
     all_empty: float
     n_images: int
-    threshold_surface: np.ndarray
-    """Mean Dice over pixel threshold × min_area at the chosen classifier threshold (for plots)."""
     grid: TuneGrid
     gated: bool
     """Tuned for the two-stage pipeline (True) or for segmentation alone (False)."""
@@ -142,12 +139,10 @@ def tune_postprocess(out: ModelOutputs, grid: TuneGrid | None = None, *, rule: s
     cls_axis = grid.cls_thresholds if gated and out.cls_prob is not None else None
     gate_names = ["cls_threshold"] if cls_axis else []
     candidates: dict[str, dict[str, Any]] = {}
-    surfaces = {}
     if rule in {"best", "threshold"}:
         scores = gated_mean_dice(threshold_dice_grid(out, grid.pixel_thresholds, grid.min_areas), out, cls_axis)
         dice, values = _best(scores, ([cls_axis] if cls_axis else []) + [grid.pixel_thresholds, grid.min_areas])
         candidates["threshold"] = {"mean_dice": dice, **dict(zip(gate_names + ["pixel_threshold", "min_area"], values))}
-        surfaces["threshold"] = scores[cls_axis.index(values[0])] if cls_axis else scores
     if rule in {"best", "triplet"}:
         scores = gated_mean_dice(triplet_dice_grid(out, grid.tops, grid.min_areas, grid.bottoms), out, cls_axis)
         dice, values = _best(scores, ([cls_axis] if cls_axis else []) + [grid.tops, grid.min_areas, grid.bottoms])
@@ -155,13 +150,10 @@ def tune_postprocess(out: ModelOutputs, grid: TuneGrid | None = None, *, rule: s
     chosen = max(candidates, key=lambda name: candidates[name]["mean_dice"])
     params = {"rule": chosen, **{k: v for k, v in candidates[chosen].items() if k != "mean_dice"}}
     all_empty = float((~out.truth_positive).mean())
-    surface = surfaces.get("threshold", np.zeros((0, 0)))
-    return TuneResult(params, candidates[chosen]["mean_dice"], candidates, all_empty, len(out.image_ids), surface,
-                      grid, gated=cls_axis is not None)
+    return TuneResult(params, candidates[chosen]["mean_dice"], candidates, all_empty, len(out.image_ids), grid,
+                      gated=cls_axis is not None)
 
 
 def save_postprocess(result: TuneResult, seg_run: Path) -> Path:
     """Write ``result`` beside the segmenter: postprocess.json (two-stage) or postprocess-seg-only.json."""
-    path = postprocess_path(seg_run, gated=result.gated)
-    atomic_write_json(path, sealed(result.to_json()))
-    return path
+    return write_postprocess(result.to_json(), seg_run, gated=result.gated)

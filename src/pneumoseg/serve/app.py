@@ -70,7 +70,7 @@ from pneumoseg.data.dicom import DicomImage
 from pneumoseg.data.rle import rle_encode
 from pneumoseg.infer.dicom_seg import build_dicom_seg, mask_at_source_size
 from pneumoseg.infer.pipeline import TwoStagePipeline
-from pneumoseg.infer.predict import draw_overlay, encode_png
+from pneumoseg.infer.drawing import draw_overlay, encode_png
 from pneumoseg.serve.security import LOOPBACK_NAMES, Guard, check_bind
 from pneumoseg.serve.uploads import UPLOAD_SCHEMA, decode_upload, read_upload
 

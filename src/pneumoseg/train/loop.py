@@ -27,13 +27,14 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from pneumoseg.config import Config, StageConfig, save_config
+from pneumoseg.config import Config, StageConfig
 from pneumoseg.data.preprocess import IMAGENET, Normalisation
 from pneumoseg.errors import PneumosegError
 from pneumoseg.io import atomic_write_text
 from pneumoseg.runtime import use_autocast
 from pneumoseg.train import distributed
-from pneumoseg.train.checkpoint import flatten_optimizer, load_tensors, save_model, save_tensors, unflatten_optimizer
+from pneumoseg.runs.checkpoint import flatten_optimizer, load_tensors, save_model, save_tensors, unflatten_optimizer
+from pneumoseg.runs.run_info import write_run_config
 
 STATE_FILE = "last-state.safetensors"
 
@@ -325,7 +326,7 @@ class Trainer:
                 tqdm.write(f"resuming {self.stage.kind} after epoch {self.start_epoch - 1}" if resumed
                            else f"no saved state in {self.run_dir}; starting from epoch 1")
         if self.info.is_main:
-            save_config(self.config, self.run_dir / "config.yaml")
+            write_run_config(self.run_dir, self.config)
         _set_epoch(self.train_loader, self.start_epoch)
         for epoch in range(self.start_epoch, self.stage.cfg.epochs + 1):
             self.run_epoch(epoch)

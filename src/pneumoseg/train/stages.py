@@ -22,8 +22,7 @@ from pneumoseg.data.cache import ImageCache
 from pneumoseg.data.datasets import Sample, XrayDataset
 from pneumoseg.data.split_samples import SPLITS_FILE, SplitData, load_split, split_record
 from pneumoseg.errors import PneumosegError
-from pneumoseg.evaluate.metrics import SegmentationMetric, classification_metrics
-from pneumoseg.io import atomic_write_json
+from pneumoseg.metrics import SegmentationMetric, classification_metrics
 from pneumoseg.models import (
     build_classifier,
     build_segmenter,
@@ -34,6 +33,7 @@ from pneumoseg.models import (
 from pneumoseg.models.imagenet import imagenet_classifier, imagenet_segmenter, is_imagenet
 from pneumoseg.models.segmenter import set_encoder_frozen
 from pneumoseg.runtime import configure_torch
+from pneumoseg.runs.run_info import RunInfo, write_run_info
 from pneumoseg.train import distributed
 from pneumoseg.train.loop import FitResult, Stage, Trainer
 from pneumoseg.train.losses import DiceBCELoss
@@ -157,9 +157,8 @@ def _fit(stage: Stage, config: Config, split: SplitData, train: list[Sample], va
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if distributed.env_info().is_main:  # under torchrun only rank 0 writes
-        atomic_write_json(out / "run.json", {"stage": stage.kind, **split_record(split),
-                                             "n_train": len(train), "n_val": len(val),
-                                             "normalisation": stage.normalisation.to_json()})
+        write_run_info(out, RunInfo(stage=stage.kind, **split_record(split), n_train=len(train), n_val=len(val),
+                                    normalisation=stage.normalisation.to_json()))
         tqdm.write(f"input normalisation: mean {list(stage.normalisation.mean)}, std {list(stage.normalisation.std)} "
                    f"({stage.normalisation.source})")
     return Trainer(stage, train_set, val_set, config, out, progress=progress).fit(resume=resume)

@@ -180,7 +180,7 @@ def describe_runs(cls_run: Path, seg_run: Path, images: Path, labels: Path, *, s
                   fold: int = 0, tta: bool = True, device: str = "cpu", test_images: Path | None = None,
                   test_labels: Path | None = None) -> dict[str, Any]:
     """The report's "what was evaluated" entries for these runs and data."""
-    from pneumoseg.models.trained import checkpoint_path
+    from pneumoseg.runs.trained import checkpoint_path
 
     has_swa = (Path(seg_run) / "swa.safetensors").is_file()
     splits = splits_path or recorded_splits(seg_run)

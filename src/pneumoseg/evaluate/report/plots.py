@@ -7,12 +7,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from pneumoseg.config import PostprocessConfig
-from pneumoseg.evaluate.metrics import classification_metrics, dice_scores, pr_curve_points, roc_curve_points
+from pneumoseg.metrics import classification_metrics, dice_scores, pr_curve_points, roc_curve_points
 from pneumoseg.evaluate.report.tables import TALK_CLASSIFIER, System, dice_surface, select_panel_cases
 from pneumoseg.evaluate.validation import predicted_masks
+from pneumoseg.infer.drawing import GREEN, RED, outline
 from pneumoseg.infer.outputs import ModelOutputs
 from pneumoseg.io import atomic_save
 
@@ -111,16 +113,12 @@ def _short_id(image_id: str, keep: int = 12) -> str:
     return image_id if len(image_id) <= keep + 2 else "…" + image_id[-keep:]
 
 
-def _overlay(ax, mask: np.ndarray, color: str, *, fill: bool = True) -> None:
-    from matplotlib.colors import to_rgba
-
-    if not mask.any():
-        return
-    if fill:
-        rgba = np.zeros(mask.shape + (4,), np.float32)
-        rgba[mask] = to_rgba(color, 0.35)
-        ax.imshow(rgba, interpolation="nearest")
-    ax.contour(mask.astype(np.float32), levels=[0.5], colors=[color], linewidths=1.2)
+def _show(ax, grey: np.ndarray, *layers: tuple[np.ndarray, tuple[int, int, int], float]) -> None:
+    """``grey`` with each (mask, colour, fill) outlined as the overlays are (infer.drawing)."""
+    bgr = cv2.cvtColor(np.asarray(grey, np.uint8), cv2.COLOR_GRAY2BGR)
+    for mask, colour, fill in layers:
+        outline(bgr, mask, colour, thickness=max(1, round(max(grey.shape) / 256)), fill=fill)
+    ax.imshow(bgr[..., ::-1], interpolation="bilinear")
 
 
 def plot_panels(out: ModelOutputs, post: PostprocessConfig, cases: list[dict[str, Any]], path: Path) -> Path:
@@ -146,14 +144,13 @@ def plot_panels(out: ModelOutputs, post: PostprocessConfig, cases: list[dict[str
         sub.subplots_adjust(left=0.01, right=0.99, bottom=0.09, top=0.84, wspace=0.04)
         raw_dice = float(dice_scores(raw[None], truth[None])[0])
         for j, ax in enumerate(axes):
-            ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="bilinear")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(columns[j], fontsize=8)
-        _overlay(axes[1], truth, "lime")
+        _show(axes[0], image)
+        _show(axes[1], image, (truth, GREEN, 0.35))
         for ax, mask, dice in ((axes[2], raw, raw_dice), (axes[3], final[i], case["dice"])):
-            _overlay(ax, mask, "red")
-            _overlay(ax, truth, "lime", fill=False)
+            _show(ax, image, (mask, RED, 0.35), (truth, GREEN, 0.0))
             ax.set_xlabel(f"Dice {dice:.3f}" + ("" if mask.any() else " (empty)"), fontsize=8)
         if raw.any() and not final[i].any() and out.cls_prob is not None and out.cls_prob[i] < post.cls_threshold:
             axes[3].text(0.5, 0.05, f"gated: p {out.cls_prob[i]:.2f} < {post.cls_threshold:g}", color="yellow",

@@ -23,7 +23,7 @@ import numpy as np
 
 from pneumoseg.config import PostprocessConfig
 from pneumoseg.evaluate.bootstrap import paired_bootstrap
-from pneumoseg.evaluate.metrics import classification_metrics, dice_scores, fbeta_scores, iou_scores
+from pneumoseg.metrics import classification_metrics, dice_scores, fbeta_scores, iou_scores
 from pneumoseg.evaluate.validation import predicted_masks
 from pneumoseg.infer.outputs import ModelOutputs
 from pneumoseg.infer.postprocess import REFERENCE_SIZE

@@ -12,10 +12,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pneumoseg.config import load_config
 from pneumoseg.errors import PneumosegError
-from pneumoseg.models import build_segmenter
-from pneumoseg.train.checkpoint import (
+from pneumoseg.runs.checkpoint import (
     flatten_optimizer,
     load_model_state,
     load_tensors,
@@ -23,7 +21,6 @@ from pneumoseg.train.checkpoint import (
     save_tensors,
     unflatten_optimizer,
 )
-from pneumoseg.train.loop import STATE_FILE
 
 
 def small_model() -> nn.Module:
@@ -135,32 +132,12 @@ def test_optimizer_state_survives_flattening(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_run_checkpoints_carry_config_epoch_and_metrics(seg_run):
-    out = seg_run.out
-    state, meta = load_tensors(out / "best.safetensors")
-    assert meta["kind"] == "segmenter"
-    assert meta["epoch"] == seg_run.result.best_epoch
-    assert set(meta["metrics"]) >= {"val_loss", "iou", "f1", "f2"}
-    assert meta["metrics"]["iou"] == seg_run.result.row(meta["epoch"])["iou"]
-    assert meta["config"] == seg_run.config.model_dump(mode="json")
-    model = build_segmenter(load_config(out / "config.yaml").segmenter)
-    load_model_state(model, out / "best.safetensors")
-
-    tensors, state_meta = load_tensors(out / STATE_FILE)
-    assert state_meta["epoch"] == seg_run.config.segmenter.epochs
-    assert {k.split(".")[0] for k in tensors} == {"model", "optim", "swa", "rng"}
-    assert state_meta["scheduler"]["T_0"] == len(seg_run.trainer.train_loader)  # cycle_epochs=1
-    assert [r["epoch"] for r in state_meta["history"]] == [1, 2, 3]
-    last = seg_run.trainer.snapshots[3]
-    assert all(torch.equal(tensors[f"model.{k}"], v) for k, v in last.items())
-
-
 def test_an_edited_config_in_the_header_is_refused(tiny_runs, tmp_path):
     """The issue's case: one byte of the embedded config changed (image_size 64 -> 96, same
     length, so the file stays a well-formed safetensors file) must not load."""
     import shutil
 
-    from pneumoseg.models.trained import load_trained
+    from pneumoseg.runs.trained import load_trained
 
     run = tmp_path / "cls"
     shutil.copytree(tiny_runs.cls, run)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from pneumoseg.config import Config
@@ -12,7 +14,21 @@ from pneumoseg.data.preprocess import LEGACY, Normalisation
 from pneumoseg.errors import PneumosegError
 from pneumoseg.models.classifier import build_classifier
 from pneumoseg.models.segmenter import build_segmenter
-from pneumoseg.train.checkpoint import DIGEST_KEY, fit_state, load_tensors
+from pneumoseg.runs.checkpoint import DIGEST_KEY, fit_state, load_tensors, read_metadata
+from pneumoseg.runs.files import validated
+
+
+class ModelCheckpoint(BaseModel):
+    """The metadata in a model checkpoint's header (``best``/``swa.safetensors``); what else
+    training recorded (metrics, versions, time) is kept but not required."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["classifier", "segmenter"]
+    config: Config
+    epoch: int | str | None = None
+    normalisation: dict | None = None
+    content_sha256: str = Field(alias=DIGEST_KEY)
 
 
 @dataclass
@@ -50,15 +66,19 @@ def load_trained(run_dir: Path, which: str = "auto", *, expect: str | None = Non
     """Build the model described by the checkpoint's config and load its weights, both verified
     by the checksum in the file before either is used."""
     path = checkpoint_path(run_dir, which)
-    state, meta = load_tensors(path)
-    try:
-        kind, config = meta["kind"], Config.model_validate(meta["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PneumosegError(f"{path}: unreadable checkpoint metadata ({' '.join(str(exc).split())})") from None
+    state, raw = load_tensors(path)
+    meta = validated(ModelCheckpoint, raw, f"{path} (checkpoint metadata)")
+    kind, config = meta.kind, meta.config
     if expect and kind != expect:
         raise PneumosegError(f"{run_dir} holds a {kind}, expected a {expect}")
     model = build_classifier(config.classifier) if kind == "classifier" else build_segmenter(config.segmenter)
     fit_state(model, state, path)
     model.eval()
-    normalisation = Normalisation.from_json(meta["normalisation"], str(path)) if "normalisation" in meta else LEGACY
-    return TrainedModel(kind, model, config, Path(run_dir), path.stem, normalisation, meta[DIGEST_KEY])
+    normalisation = Normalisation.from_json(meta.normalisation, str(path)) if meta.normalisation else LEGACY
+    return TrainedModel(kind, model, config, Path(run_dir), path.stem, normalisation, meta.content_sha256)
+
+
+def read_kind(run_dir: Path) -> str:
+    """"classifier" or "segmenter", from the best checkpoint's header (not loading its weights)."""
+    path = checkpoint_path(run_dir, "best")
+    return validated(ModelCheckpoint, read_metadata(path) or {}, f"{path} (checkpoint metadata)").kind

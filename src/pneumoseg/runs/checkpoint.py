@@ -1,13 +1,13 @@
 """Checkpoints without pickle: tensors in safetensors, their metadata inside the same file.
 
 ``<name>.safetensors`` holds a model's weights and, in the safetensors header (key
-``pneumoseg``), a JSON with the config, epoch, metrics, package versions and a SHA-256 of the
-tensors, which is checked on load so that a truncated or altered file is refused. Because the
+``pneumoseg``), a JSON with the config, epoch, metrics, package versions and a SHA-256 over
+that metadata and the tensors, which is checked on load so that a truncated or altered file
+(weights or header) is refused. Because the
 metadata travels inside the one file, which is written atomically (temp + rename), a process
 killed at any moment leaves either the old checkpoint or the new one, never a mismatched pair.
 ``<name>.json`` beside it repeats the metadata (plus the file's SHA-256) for people and tools;
-loading does not need it. Files from before this layout (no header metadata) are still read,
-checked against their sidecar. Training state for ``--resume`` (optimizer, scheduler, SWA
+loading does not need it, and files without that checksum are refused. Training state for ``--resume`` (optimizer, scheduler, SWA
 model, RNG) is flattened into ``last-state.safetensors`` the same way.
 """
 

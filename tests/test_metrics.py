@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pneumoseg.evaluate.metrics import (
+from pneumoseg.metrics import (
     SegmentationMetric,
     classification_metrics,
     dice_score,

@@ -1,0 +1,73 @@
+"""``onnx.json``, the manifest of an ``export-onnx`` folder: read it and verify it (its own
+checksum, and each model file's SHA-256) before anything in the folder is used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pneumoseg.errors import PneumosegError
+from pneumoseg.io import check_seal, sha256_of
+from pneumoseg.runs.files import validated
+
+MANIFEST = "onnx.json"
+FORMAT = "pneumoseg-onnx"
+FORMAT_VERSION = 2  # 2: onnx.json carries its own checksum, verified with each model file's
+
+
+class OnnxModelEntry(BaseModel):
+    """One model of the folder; the export records more (arch, tensor specs, source run)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    file: str
+    sha256: str
+    image_size: int = Field(ge=32)
+    normalisation: dict[str, Any]
+    postprocess: dict[str, Any] | None = None
+
+
+class OnnxManifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["pneumoseg-onnx"]
+    format_version: Literal[2]
+    opset: int
+    classifier: OnnxModelEntry | None = None
+    segmenter: OnnxModelEntry
+    content_sha256: str
+
+
+def load_manifest(onnx_dir: Path, *, need_classifier: bool = True) -> dict[str, Any]:
+    """Read and check ``onnx_dir/onnx.json`` and that the model files it names are present."""
+    onnx_dir = Path(onnx_dir)
+    path = onnx_dir / MANIFEST
+    if not onnx_dir.is_dir():
+        raise PneumosegError(f"{onnx_dir}: ONNX folder not found (create it with `pneumoseg export-onnx`)")
+    if not path.is_file():
+        raise PneumosegError(f"{onnx_dir}: no {MANIFEST}; not a finished `pneumoseg export-onnx` folder")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PneumosegError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise PneumosegError(f"{path}: not a pneumoseg ONNX manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise PneumosegError(f"{path}: format version {manifest.get('format_version')} is not supported "
+                             f"(this pneumoseg reads {FORMAT_VERSION}); export again")
+    check_seal(manifest, str(path))
+    checked = validated(OnnxManifest, manifest, str(path))
+    for kind in ("classifier", "segmenter") if need_classifier else ("segmenter",):
+        entry = manifest.get(kind)
+        if getattr(checked, kind) is None:
+            raise PneumosegError(f"{path}: no {kind} entry")
+        model_file = onnx_dir / entry["file"]
+        if not model_file.is_file():
+            raise PneumosegError(f"{onnx_dir}: {entry['file']} is missing (named in {MANIFEST})")
+        if sha256_of(model_file) != entry.get("sha256"):
+            raise PneumosegError(f"{model_file}: its SHA-256 differs from the one in {MANIFEST}; the file was "
+                                 "altered, damaged or replaced (export again)")
+    return manifest
