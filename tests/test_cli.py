@@ -198,3 +198,19 @@ def test_an_internal_error_is_exit_3_with_one_line_naming_the_traceback_log(tmp_
     assert log.parent == tmp_path and "Traceback" not in err
     text = log.read_text()
     assert text.startswith("pneumoseg evaluate --pred") and "ZeroDivisionError" in text and "return 1 / 0" in text
+
+
+def test_measure_writes_one_row_per_image_and_instance(sample_dir, tmp_path):
+    import csv
+
+    out = tmp_path / "sizes.csv"
+    result = run_cli("measure", "--labels", str(sample_dir / "train-rle-sample.csv"), "--images", str(sample_dir / "dicom"),
+                     "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.open()))
+    images = [row for row in rows if row["instance"] == "0"]
+    labelled = {line.split(",")[0].strip() for line in
+                (sample_dir / "train-rle-sample.csv").read_text(encoding="utf-8-sig").splitlines()}
+    assert len(images) == len(labelled) and f"wrote {out}: {len(labelled)} images" in result.stdout
+    assert {"side", "area_cm2", "lateral_mm", "apical_mm", "bts_class", "accp_class", "calibration"} <= set(rows[0])
+    assert any(row["instance"] != "0" for row in rows)

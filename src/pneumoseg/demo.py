@@ -44,7 +44,7 @@ from pneumoseg.infer.pipeline import build_torch_pipeline
 from pneumoseg.infer.predict import predict_files
 from pneumoseg.infer.tune import save_postprocess
 from pneumoseg.io import atomic_write_json, atomic_write_text
-from pneumoseg.runs.trained import checkpoint_path
+from pneumoseg.runs.trained import checkpoint_path, has_checkpoint
 from pneumoseg.runtime import configure_torch, describe_torch
 from pneumoseg.train.stages import train_classifier, train_segmenter
 
@@ -83,8 +83,9 @@ def _step(result: DemoResult, name: str) -> Iterator[None]:
 
 
 def _finished(run_dir: Path, kind: str) -> bool:
-    final = "swa.safetensors" if kind == "segmenter" else "curves.png"
-    return (run_dir / final).is_file()
+    """A training step to skip on a rerun: the segmenter has its SWA model; the classifier's
+    last act is drawing its curves."""
+    return has_checkpoint(run_dir, "swa") if kind == "segmenter" else (run_dir / "curves.png").is_file()
 
 
 def machine_info() -> dict[str, Any]:

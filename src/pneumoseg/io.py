@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _UMASK = os.umask(0o022)  # read the process umask (the only way is to set it) and put it back
 os.umask(_UMASK)
@@ -55,10 +55,15 @@ def atomic_save(path: Path, save: Callable[[Path], Any]) -> None:
 
 def sha256_of(path: Path) -> str:
     """The SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+        return sha256_of_stream(fh)
+
+
+def sha256_of_stream(fh: BinaryIO) -> str:
+    """The SHA-256 of what is left to read in a binary file object, in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 

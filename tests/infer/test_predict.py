@@ -106,7 +106,7 @@ def test_interrupted_run_resumes_without_redoing_finished_images(tiny_runs, samp
     # a previous run finished the first two images, then died mid-line
     done_rows = [line for line in clean.read_text().splitlines()[1:3]]
     with open_partial(out, run_fingerprint(pipeline, "relative")) as fh:
-        fh.write("".join(f"{sample_dicoms[i]},{row}\n" for i, row in enumerate(done_rows)) + "/half/written,")
+        fh.write("".join(f"{sample_dicoms[i]},{row},\n" for i, row in enumerate(done_rows)) + "/half/written,")
     calls = []
     original = pipeline.predict
     pipeline.predict = lambda images: calls.append(len(images)) or original(images)

@@ -73,12 +73,13 @@ def test_a_rerun_with_the_same_settings_keeps_the_finished_rows(tiny_runs, sampl
     assert out.read_text() == clean.read_text()
 
 
-@pytest.mark.parametrize("change", ["--rle", "--overlays", "--tta"])
+@pytest.mark.parametrize("change", ["--rle", "--overlays", "--tta", "--findings"])
 def test_rle_format_outputs_and_tta_are_part_of_the_fingerprint(change, tiny_runs, sample_dicoms, tmp_path,
                                                                 monkeypatch, capsys):
     out = tmp_path / "out.csv"
     _interrupted_run(tiny_runs, sample_dicoms, out)
-    value = {"--rle": "standard", "--overlays": str(tmp_path / "overlays"), "--tta": "hflip"}[change]
+    value = {"--rle": "standard", "--overlays": str(tmp_path / "overlays"), "--tta": "hflip",
+             "--findings": str(tmp_path / "findings.csv")}[change]
     code, _, err = run_main(monkeypatch, capsys, *_predict_args(tiny_runs, sample_dicoms, out, change, value))
     assert_one_line_error(code, err, "left by an interrupted run with other settings")
 

@@ -74,3 +74,34 @@ def evaluate(
         atomic_write_json(json_out, summary)
     if per_image:
         atomic_write_text(per_image, result.per_image.to_csv(index=False))
+
+
+@app.command()
+def measure(
+    labels: Annotated[Path, typer.Option(help="SIIM label CSV (train-rle.csv) whose masks are measured.")],
+    images: Annotated[Path, typer.Option(help="Folder searched recursively for the labelled *.dcm (their spacing and grid).")],
+    out: Annotated[Path, typer.Option(help="CSV to write: one row per image (instance 0) and per instance.")],
+) -> None:
+    """Measure ground-truth pneumothoraces: side, area (cm²), lateral rim and apical distance
+    (mm), BTS and ACCP size class, from each image's own calibration (docs/measurements.md),
+    e.g. the size distribution of a training set."""
+    import csv
+    import io
+
+    from pneumoseg.data.measurements import measure_labels
+    from pneumoseg.io import atomic_write_text
+
+    output_file("--out", out)
+    rows, missing = measure_labels(images, labels)
+    buffer = io.StringIO()
+    fields = list(rows[0]) if rows else ["ImageId"]
+    writer = csv.DictWriter(buffer, fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    atomic_write_text(out, buffer.getvalue())
+    images_measured = sum(1 for row in rows if row["instance"] == 0)
+    positive = sum(1 for row in rows if row["instance"] == 0 and row["area_px"])
+    typer.echo(f"wrote {out}: {images_measured} images, {positive} with pneumothorax")
+    if missing:
+        typer.secho(f"warning: {len(missing)} labelled images not found under {images} (e.g. {missing[0]})",
+                    err=True, fg=typer.colors.YELLOW)

@@ -34,6 +34,7 @@ def predict(
     probs: Annotated[Optional[Path], typer.Option(help="Write probability maps (8-bit PNG) here.")] = None,
     dicom_seg: Annotated[Optional[Path], typer.Option(
         "--dicom-seg", metavar="DIR", help="Write a DICOM SEG (<ImageId>.dcm) for each positive image here.")] = None,
+    findings: Annotated[Optional[Path], typer.Option(help="Also write findings.csv here: per image the probability, side, area (cm²), lateral rim and apical distance (mm), BTS and ACCP size class, and the calibration used (docs/measurements.md).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 4,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     restart: Annotated[bool, typer.Option(help="Discard the rows of an interrupted run (OUT.partial) and start over.")] = False,
@@ -61,6 +62,7 @@ def predict(
     at_least("--batch-size", batch_size)
     rle_format(rle)
     output_file("--out", out)
+    output_file("--findings", findings)
     for option, folder in (("--overlays", overlays), ("--probs", probs), ("--dicom-seg", dicom_seg)):
         output_folder(option, folder)
     device = device_name(device) if backend == "torch" else device
@@ -75,7 +77,7 @@ def predict(
     updates = {"rule": rule, "cls_threshold": cls_threshold, "pixel_threshold": pixel_threshold, "min_area": min_area}
     pipeline.post = updated_postprocess(pipeline.post, updates, "command line")
     summary = predict_files(pipeline, paths, out, batch_size=batch_size, rle_fmt=rle, overlays=overlays, probs=probs,
-                            dicom_seg=dicom_seg, unreadable=unreadable, restart=restart)
+                            dicom_seg=dicom_seg, findings=findings, unreadable=unreadable, restart=restart)
     typer.echo(summary.render())
     if summary.errors:
         raise typer.Exit(1)

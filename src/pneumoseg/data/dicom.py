@@ -101,6 +101,11 @@ def _decode_image(ds: Dataset, path: Path) -> DicomImage:
                       dataset=ds, spacing_source=spacing.source if spacing else None)
 
 
+def read_header(path: str | PathLike[str]) -> Dataset:
+    """The header without the pixel data (fast); a :class:`DicomReadError` when unreadable."""
+    return _read_dataset(Path(path), stop_before_pixels=True)
+
+
 def read_image_id(path: str | PathLike[str]) -> str:
     """The SOPInstanceUID (or file stem when absent), reading only the header."""
     path = Path(path)

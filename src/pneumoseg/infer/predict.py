@@ -24,6 +24,7 @@ from pneumoseg.data.labels import write_label_csv
 from pneumoseg.data.rle import rle_encode
 from pneumoseg.errors import DicomReadError
 from pneumoseg.infer.drawing import save_overlay, save_probability_map
+from pneumoseg.infer.findings import encode_finding, finding_row, image_measurement, write_findings
 from pneumoseg.infer.pipeline import Prediction, TwoStagePipeline
 from pneumoseg.infer.resume import open_partial, output_lock, partial_path, read_partial
 from pneumoseg.io import atomic_write_text, shown
@@ -110,25 +111,29 @@ def _csv_line(*values: str) -> str:
 
 
 def run_fingerprint(pipeline: TwoStagePipeline, rle_fmt: str, *, overlays: Path | None = None,
-                    probs: Path | None = None, dicom_seg: Path | None = None) -> dict[str, object]:
+                    probs: Path | None = None, dicom_seg: Path | None = None,
+                    findings: Path | None = None) -> dict[str, object]:
     """What a resumed run must share with the interrupted one: the pipeline's fingerprint, the
     RLE format, and which extra outputs each image gets (a kept row must have them too)."""
-    outputs = {"overlays": overlays, "probs": probs, "dicom_seg": dicom_seg}
+    outputs = {"overlays": overlays, "probs": probs, "dicom_seg": dicom_seg, "findings": findings}
     return {**pipeline.fingerprint(), "rle": rle_fmt, "outputs": {k: v is not None for k, v in outputs.items()}}
 
 
 def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, batch_size: int = 4,
                   rle_fmt: str = "relative", overlays: Path | None = None, probs: Path | None = None,
-                  dicom_seg: Path | None = None, unreadable: dict[Path, str] | None = None, restart: bool = False,
+                  dicom_seg: Path | None = None, findings: Path | None = None,
+                  unreadable: dict[Path, str] | None = None, restart: bool = False,
                   progress: bool = True) -> PredictSummary:
     """Predict every file in ``paths`` and write the submission CSV ``out`` (one row per image).
 
-    With ``dicom_seg``, each positive image also gets a DICOM SEG ``<dicom_seg>/<ImageId>.dcm``.
+    With ``dicom_seg``, each positive image also gets a DICOM SEG ``<dicom_seg>/<ImageId>.dcm``;
+    with ``findings``, every image a row of measurements (:mod:`pneumoseg.infer.findings`).
     ``unreadable``: paths the folder scan could not look into, listed in errors.csv. Rows of an
     interrupted run are kept when it had the same fingerprint (see :mod:`pneumoseg.infer.resume`)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fingerprint = run_fingerprint(pipeline, rle_fmt, overlays=overlays, probs=probs, dicom_seg=dicom_seg)
+    fingerprint = run_fingerprint(pipeline, rle_fmt, overlays=overlays, probs=probs, dicom_seg=dicom_seg,
+                                  findings=findings)
     with output_lock(out):
         done = read_partial(out, fingerprint, restart=restart)
         shared = shared_image_ids(paths)
@@ -143,19 +148,27 @@ def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, b
                 for image, pred in zip(images, pipeline.predict([im.pixels for im in images])):
                     rle = rle_encode(pred.mask, rle_fmt)
                     _save_extras(image, pred, overlays, probs, dicom_seg)
-                    fh.write(_csv_line(str(image.path), image.image_id, rle) + "\n")
-                    done[str(image.path)] = (image.image_id, rle)
+                    finding = _finding(image, pred) if findings is not None else ""
+                    fh.write(_csv_line(str(image.path), image.image_id, rle, finding) + "\n")
+                    done[str(image.path)] = (image.image_id, rle, finding)
                 fh.flush()
                 os.fsync(fh.fileno())
                 bar.update(len(chunk))
         bar.close()
-        rows = [done[str(p)] for p in paths if str(p) in done]
+        kept = [done[str(p)] for p in paths if str(p) in done]
+        rows = [(image_id, rle) for image_id, rle, _ in kept]
         write_label_csv(rows, out)
+        if findings is not None:
+            write_findings(findings, [finding for _, _, finding in kept])
         _write_errors(out, summary.errors)
         partial_path(out).unlink(missing_ok=True)
     summary.n_images = len(rows)
     summary.n_positive = sum(1 for _, rle in rows if rle.strip() != "-1")
     return summary
+
+
+def _finding(image: DicomImage, pred: Prediction) -> str:
+    return encode_finding(finding_row(image.image_id, pred.probability, image_measurement(image, pred.mask)))
 
 
 def _save_extras(image: DicomImage, pred: Prediction, overlays: Path | None, probs: Path | None,

@@ -73,8 +73,9 @@ def _same_file(fh: IO[str], path: Path) -> bool:
         return False
 
 
-def read_partial(out: Path, fingerprint: dict[str, Any], *, restart: bool) -> dict[str, tuple[str, str]]:
-    """path -> (ImageId, rle) of the rows an interrupted run with this ``fingerprint`` finished.
+def read_partial(out: Path, fingerprint: dict[str, Any], *, restart: bool) -> dict[str, tuple[str, str, str]]:
+    """path -> (ImageId, rle, findings line) of the rows an interrupted run with this
+    ``fingerprint`` finished (the findings line is empty without ``--findings``).
 
     A partial file made with another fingerprint is refused (or removed, with ``restart``); a
     torn last line is ignored."""
@@ -89,7 +90,7 @@ def read_partial(out: Path, fingerprint: dict[str, Any], *, restart: bool) -> di
         if differs:
             raise PneumosegError(f"{shown(path)}: left by an interrupted run with other {differs}; rerun with "
                                  "those, or add --restart to start over")
-        return {row[0]: (row[1], row[2]) for row in csv.reader(fh) if len(row) == 3 and row[2].strip()}
+        return {row[0]: (row[1], row[2], row[3]) for row in csv.reader(fh) if len(row) == 4 and row[2].strip()}
 
 
 def _stored_fingerprint(line: str) -> dict[str, Any] | None:

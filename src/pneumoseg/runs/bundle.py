@@ -23,8 +23,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pneumoseg.errors import PneumosegError
-from pneumoseg.io import atomic_path, check_seal, sealed, shown
+from pneumoseg.io import atomic_path, sealed, sha256_of, sha256_of_stream, shown
 from pneumoseg.runs.checkpoint import package_versions
+from pneumoseg.runs.files import checked_document
 from pneumoseg.runs.model_card import model_card
 
 MANIFEST = "pneumoseg-model.json"
@@ -52,7 +53,7 @@ def pack_bundle(cls_run: Path, seg_run: Path, out: Path, *, onnx_dir: Path | Non
     ``report_dir`` (a ``pneumoseg report`` folder) puts its held-out results in the model card."""
     members = _members(Path(cls_run), Path(seg_run), onnx_dir)
     card = model_card(Path(cls_run), Path(seg_run), report_dir).encode()
-    hashes = {name: _sha256_file(path) for name, path in members.items()}
+    hashes = {name: sha256_of(path) for name, path in members.items()}
     hashes[CARD] = hashlib.sha256(card).hexdigest()
     manifest = sealed({
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -92,14 +93,6 @@ def _require_run(run: Path, kind: str) -> None:
         raise PneumosegError(f"{shown(run)} holds a {found}, expected a {kind}")
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_manifest(bundle: Path) -> dict[str, Any]:
     """Verify ``bundle`` whole (see the module docstring) and return its manifest."""
     bundle = Path(bundle)
@@ -124,12 +117,8 @@ def _verified(archive: zipfile.ZipFile, bundle: Path) -> dict[str, Any]:
         manifest = json.loads(archive.read(MANIFEST))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PneumosegError(f"{where}: {MANIFEST} is unreadable ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise PneumosegError(f"{where}: {MANIFEST} is not a pneumoseg model manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise PneumosegError(f"{where}: bundle format {manifest.get('format_version')} is not supported "
-                             f"(this pneumoseg reads {FORMAT_VERSION})")
-    check_seal(manifest, f"{where}:{MANIFEST}")
+    checked_document(manifest, f"{where}:{MANIFEST}", fmt=FORMAT, version=FORMAT_VERSION,
+                     what="pneumoseg model manifest")
     listed = manifest.get("members")
     if not isinstance(listed, dict):
         raise PneumosegError(f"{where}: {MANIFEST} lists no members")
@@ -160,11 +149,8 @@ def _check_member(info: zipfile.ZipInfo, where: str) -> None:
 
 
 def _sha256_member(archive: zipfile.ZipFile, name: str) -> str:
-    digest = hashlib.sha256()
     with archive.open(name) as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_of_stream(fh)
 
 
 def unpack_bundle(bundle: Path, into: Path) -> BundleRuns:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from pneumoseg.config import format_validation_error
 from pneumoseg.errors import PneumosegError
+from pneumoseg.io import check_seal
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -18,3 +19,16 @@ def validated(model: type[Model], data: Any, where: str) -> Model:
         return model.model_validate(data)
     except ValidationError as exc:
         raise PneumosegError(format_validation_error(where, exc)) from None
+
+
+def checked_document(data: Any, where: str, *, fmt: str, version: int, what: str, advice: str = "") -> dict:
+    """``data`` (a parsed JSON manifest) when it is a ``fmt`` document of ``version`` whose own
+    checksum holds; otherwise one line naming ``where`` (``advice`` is appended to a version
+    mismatch, e.g. "; export again")."""
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise PneumosegError(f"{where}: not a {what}")
+    if data.get("format_version") != version:
+        raise PneumosegError(f"{where}: format version {data.get('format_version')} is not supported "
+                             f"(this pneumoseg reads {version}){advice}")
+    check_seal(data, where)
+    return data

@@ -10,8 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pneumoseg.errors import PneumosegError
-from pneumoseg.io import check_seal, sha256_of
-from pneumoseg.runs.files import validated
+from pneumoseg.io import sha256_of
+from pneumoseg.runs.files import checked_document, validated
 
 MANIFEST = "onnx.json"
 FORMAT = "pneumoseg-onnx"
@@ -53,12 +53,8 @@ def load_manifest(onnx_dir: Path, *, need_classifier: bool = True) -> dict[str, 
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise PneumosegError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise PneumosegError(f"{path}: not a pneumoseg ONNX manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise PneumosegError(f"{path}: format version {manifest.get('format_version')} is not supported "
-                             f"(this pneumoseg reads {FORMAT_VERSION}); export again")
-    check_seal(manifest, str(path))
+    checked_document(manifest, str(path), fmt=FORMAT, version=FORMAT_VERSION, what="pneumoseg ONNX manifest",
+                     advice="; export again")
     checked = validated(OnnxManifest, manifest, str(path))
     for kind in ("classifier", "segmenter") if need_classifier else ("segmenter",):
         entry = manifest.get(kind)

@@ -55,11 +55,16 @@ def checkpoint_path(run_dir: Path, which: str = "auto") -> Path:
     if not run_dir.is_dir():
         raise PneumosegError(f"{run_dir}: run folder not found")
     if which == "auto":
-        which = "swa" if (run_dir / "swa.safetensors").is_file() else "best"
+        which = "swa" if has_checkpoint(run_dir, "swa") else "best"
     path = run_dir / f"{which}.safetensors"
     if not path.is_file():
         raise PneumosegError(f"{run_dir}: no {which} checkpoint ({path.name}); was the training finished?")
     return path
+
+
+def has_checkpoint(run_dir: Path, which: str) -> bool:
+    """Whether the run has its ``which`` ("best", "swa") checkpoint (an SWA run, a finished run)."""
+    return (Path(run_dir) / f"{which}.safetensors").is_file()
 
 
 def load_trained(run_dir: Path, which: str = "auto", *, expect: str | None = None) -> TrainedModel:

@@ -43,6 +43,7 @@ from pneumoseg.evaluate.report.tables import (
 from pneumoseg.evaluate.validation import labelled_samples, outputs_from_runs, recorded_splits, validation_samples
 from pneumoseg.infer.outputs import ModelOutputs
 from pneumoseg.io import atomic_write_json, atomic_write_text
+from pneumoseg.runs.trained import checkpoint_path, has_checkpoint
 
 __all__ = ["Report", "build_report", "collect_report_outputs", "compute_report", "describe_runs"]
 
@@ -163,7 +164,7 @@ def collect_report_outputs(cls_run: Path, seg_run: Path, samples: list[Sample], 
     probabilities are the same, so they are reused); and, with ``tta``, the final checkpoint
     (SWA, else best) with hflip TTA on both models.
     """
-    has_swa = (Path(seg_run) / "swa.safetensors").is_file()
+    has_swa = has_checkpoint(seg_run, "swa")
     common = dict(device=device, progress=progress)
     outputs = {"best": outputs_from_runs(cls_run, seg_run, samples, checkpoint="best", desc=f"{desc} (best)", **common)}
     if has_swa:
@@ -180,9 +181,8 @@ def describe_runs(cls_run: Path, seg_run: Path, images: Path, labels: Path, *, s
                   fold: int = 0, tta: bool = True, device: str = "cpu", test_images: Path | None = None,
                   test_labels: Path | None = None) -> dict[str, Any]:
     """The report's "what was evaluated" entries for these runs and data."""
-    from pneumoseg.runs.trained import checkpoint_path
 
-    has_swa = (Path(seg_run) / "swa.safetensors").is_file()
+    has_swa = has_checkpoint(seg_run, "swa")
     splits = splits_path or recorded_splits(seg_run)
     return {"cls_run": str(cls_run), "cls_checkpoint": checkpoint_path(cls_run, "best").name, "seg_run": str(seg_run),
             "seg_checkpoints": [checkpoint_path(seg_run, "best").name] + (["swa.safetensors"] if has_swa else []),
