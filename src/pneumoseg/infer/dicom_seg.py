@@ -105,6 +105,9 @@ def build_dicom_seg(
             content_description="Pneumothorax predicted by pneumoseg",
             series_description=series_description,
         )
+    # General Image, Type 2C: a projection radiograph has no Image Orientation (Patient), so the
+    # SEG states the source's patient orientation (empty when the source gives none).
+    seg.PatientOrientation = ds.get("PatientOrientation", "")
     return seg
 
 
@@ -122,14 +125,26 @@ def _usable_source(ds: Dataset, *, drop_spacing: bool) -> Dataset:
     if missing:
         raise ValueError(f"the source image has no {', '.join(missing)}: a DICOM SEG cannot reference it")
     absent = [keyword for keyword in _TYPE2 if keyword not in ds]
-    if not absent and not drop_spacing:
+    bad_age = "PatientAge" in ds and not _valid_age(ds.PatientAge)
+    if not absent and not drop_spacing and not bad_age:
         return ds
     ds = copy.deepcopy(ds)
     for keyword in absent:
         setattr(ds, keyword, "")
     if drop_spacing:
         del ds.PixelSpacing
+    if bad_age:  # SIIM writes "38"; the AS VR is "038Y". highdicom copies it, so fix or drop it
+        age = str(ds.PatientAge).strip()
+        if age.isdigit() and int(age) < 1000:
+            ds.PatientAge = f"{int(age):03d}Y"
+        else:
+            del ds.PatientAge
     return ds
+
+
+def _valid_age(value: object) -> bool:
+    text = str(value)
+    return len(text) == 4 and text[:3].isdigit() and text[3] in "DWMY"
 
 
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
