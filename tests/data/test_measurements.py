@@ -73,7 +73,8 @@ def test_without_calibration_distances_stay_in_pixels_and_classes_are_unknown():
     image, instance = measure_mask(mask, None, calibration="PixelSpacing")
     assert instance.calibration == UNCALIBRATED
     assert (instance.lateral_mm, instance.apical_mm, instance.area_cm2) == (None, None, None)
-    assert (instance.lateral_px, instance.apical_px, instance.area_px) == (150, 300, 150 * 300)
+    zone = round(0.3 * 1024)  # the apical zone: rows 0-306; the region starts at row 100
+    assert (instance.lateral_px, instance.apical_px, instance.area_px) == (150, zone - 100, 150 * 300)
     assert instance.bts_class == instance.accp_class == image.bts_class == "unknown"
 
 
@@ -85,6 +86,16 @@ def test_two_instances_one_per_side_and_the_image_row():
     assert (second.instance, second.side, second.area_px) == (2, "left", 5000)
     assert image.side == "both" and image.area_px == 25000
     assert image.lateral_mm == first.lateral_mm == 20.0 and image.bts_class == "large"
+
+
+def test_a_region_below_the_apical_zone_has_no_apical_distance():
+    """A thin band at mid-lung (a real SIIM label looks like this): its height is not an
+    apex-to-cupola distance, so only the lateral rim classes it."""
+    mask = _rim((1024, 1024), left=700, width=35, top=480, height=150)
+    _, instance = measure_mask(mask, (0.168, 0.168))
+    assert instance.apical_px == 0 and instance.apical_mm == 0.0
+    assert instance.lateral_mm == pytest.approx(35 * 0.168, abs=0.01)
+    assert (instance.bts_class, instance.accp_class) == ("small", "small")
 
 
 def test_patient_orientation_decides_the_side():

@@ -17,6 +17,7 @@ import pneumoseg
 from pneumoseg.cli import app
 from pneumoseg.data.dicom import read_dicom
 from pneumoseg.data.rle import rle_decode
+from pneumoseg.infer.dicom_outputs import DicomOutputs
 from pneumoseg.infer.dicom_seg import build_dicom_seg, mask_at_source_size, write_dicom_seg
 from pneumoseg.infer.pipeline import build_torch_pipeline
 from pneumoseg.infer.predict import predict_files, safe_name
@@ -162,7 +163,7 @@ def test_predict_files_writes_seg_for_positive_images_only(tiny_runs, sample_dic
     pipeline.post = pipeline.post.model_copy(
         update={"rule": "threshold", "pixel_threshold": float(np.median(probe.seg_prob)), "min_area": 0})
     segs = tmp_path / "segs"
-    summary = predict_files(pipeline, paths, tmp_path / "sub.csv", dicom_seg=segs, progress=False)
+    summary = predict_files(pipeline, paths, tmp_path / "sub.csv", dicom=DicomOutputs(seg=segs), progress=False)
     rles = read_submission(tmp_path / "sub.csv")
     assert summary.n_positive >= 1
     for path in paths:
@@ -175,7 +176,7 @@ def test_predict_files_writes_seg_for_positive_images_only(tiny_runs, sample_dic
     first = rle_decode(rles[read_dicom(paths[0]).image_id])
     assert 0 < first.mean() < 1
     pipeline.post = pipeline.post.model_copy(update={"pixel_threshold": 1.0})  # nothing is positive
-    summary = predict_files(pipeline, paths, tmp_path / "none.csv", dicom_seg=tmp_path / "none", progress=False)
+    summary = predict_files(pipeline, paths, tmp_path / "none.csv", dicom=DicomOutputs(seg=tmp_path / "none"), progress=False)
     assert summary.n_positive == 0 and not (tmp_path / "none").exists()
 
 
@@ -209,7 +210,7 @@ def test_a_header_that_cannot_carry_a_seg_is_logged_and_skipped(tiny_runs, sampl
     pipeline = build_torch_pipeline(None, tiny_runs.seg)
     pipeline.post = pipeline.post.model_copy(update={"pixel_threshold": 0.0, "min_area": 0})
     segs = tmp_path / "segs"
-    summary = predict_files(pipeline, [sample_dicoms[0], no_study], tmp_path / "sub.csv", dicom_seg=segs,
+    summary = predict_files(pipeline, [sample_dicoms[0], no_study], tmp_path / "sub.csv", dicom=DicomOutputs(seg=segs),
                             progress=False)
     assert summary.n_positive == 2 and not summary.errors
     assert [p.name for p in segs.iterdir()] == [f"{sample_dicoms[0].stem}.dcm"]

@@ -25,7 +25,7 @@ class RectanglePipeline:
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         mask = np.zeros((1024, 1024), bool)
-        mask[300:300 + HEIGHT, 100:100 + WIDTH] = True
+        mask[200:200 + HEIGHT, 100:100 + WIDTH] = True  # inside the apical zone (top 30%)
         return [Prediction(0.875, True, None, mask) for _ in images]
 
 

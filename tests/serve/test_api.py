@@ -47,6 +47,7 @@ def test_predict_answers_the_summary_fields(client, sample_dicoms):
     assert isinstance(body["area_px"], int) and body["area_px"] >= 0
     assert isinstance(body["area_mm2"], float)
     assert isinstance(body["rle"], str)
+    assert set(body["measurements"]) >= {"side", "lateral_mm", "apical_mm", "bts_class", "accp_class", "calibration"}
     assert (body["rle"] == "-1") == (not body["positive"])
     assert rle_decode(body["rle"]).sum() == body["area_px"]  # the sample is 1024x1024: the source size
     row_mm, col_mm = read_dicom(path).spacing

@@ -105,6 +105,8 @@ def test_a_finding_is_outlined_with_its_area_and_a_dicom_seg_download(truth_pipe
         assert page.text_content("#probability").strip() == "93%"
         assert re.fullmatch(r"[\d.]+ cm²", page.text_content("#area").strip())
         assert "px" in page.text_content("#area-detail")
+        assert page.text_content("#size").strip() in {"BTS large", "BTS small"}
+        assert re.search(r"lateral rim \d+ mm, apex \d+ mm", page.text_content("#size-detail"))
         page.screenshot(path=str(tmp_path / "viewer-positive.png"))
         with page.expect_download() as download:
             page.click("#dl-seg")

@@ -34,6 +34,10 @@ def predict(
     probs: Annotated[Optional[Path], typer.Option(help="Write probability maps (8-bit PNG) here.")] = None,
     dicom_seg: Annotated[Optional[Path], typer.Option(
         "--dicom-seg", metavar="DIR", help="Write a DICOM SEG (<ImageId>.dcm) for each positive image here.")] = None,
+    dicom_sr: Annotated[Optional[Path], typer.Option(
+        "--dicom-sr", metavar="DIR", help="Write a DICOM SR (TID 1500) of each positive image's measurements here; it references the SEG, so give --dicom-seg too.")] = None,
+    dicom_sc: Annotated[Optional[Path], typer.Option(
+        "--dicom-sc", metavar="DIR", help="Write an RGB Secondary Capture of every image (outline + one-line summary) here, for PACS that cannot show a SEG.")] = None,
     findings: Annotated[Optional[Path], typer.Option(help="Also write findings.csv here: per image the probability, side, area (cm²), lateral rim and apical distance (mm), BTS and ACCP size class, and the calibration used (docs/measurements.md).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 4,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
@@ -57,14 +61,18 @@ def predict(
     refused (OUT.lock)."""
     from pneumoseg.config import updated_postprocess
     from pneumoseg.data.index import scan_dicoms
+    from pneumoseg.infer.dicom_outputs import DicomOutputs
     from pneumoseg.infer.predict import predict_files
 
     at_least("--batch-size", batch_size)
     rle_format(rle)
     output_file("--out", out)
     output_file("--findings", findings)
-    for option, folder in (("--overlays", overlays), ("--probs", probs), ("--dicom-seg", dicom_seg)):
+    for option, folder in (("--overlays", overlays), ("--probs", probs), ("--dicom-seg", dicom_seg),
+                           ("--dicom-sr", dicom_sr), ("--dicom-sc", dicom_sc)):
         output_folder(option, folder)
+    if dicom_sr is not None and dicom_seg is None:
+        raise PneumosegError("--dicom-sr references the DICOM SEG of each finding: give --dicom-seg DIR too")
     device = device_name(device) if backend == "torch" else device
     scans = [scan_dicoms(root) for root in images]
     paths = [p for scan in scans for p in scan.paths]
@@ -77,7 +85,8 @@ def predict(
     updates = {"rule": rule, "cls_threshold": cls_threshold, "pixel_threshold": pixel_threshold, "min_area": min_area}
     pipeline.post = updated_postprocess(pipeline.post, updates, "command line")
     summary = predict_files(pipeline, paths, out, batch_size=batch_size, rle_fmt=rle, overlays=overlays, probs=probs,
-                            dicom_seg=dicom_seg, findings=findings, unreadable=unreadable, restart=restart)
+                            dicom=DicomOutputs(dicom_seg, dicom_sr, dicom_sc), findings=findings,
+                            unreadable=unreadable, restart=restart)
     typer.echo(summary.render())
     if summary.errors:
         raise typer.Exit(1)

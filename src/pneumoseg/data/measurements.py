@@ -17,6 +17,7 @@ import numpy as np
 
 BTS_LARGE_MM = 20.0  # BTS 2023: a visible rim >= 2 cm (laterally, or apically) is large
 ACCP_LARGE_MM = 30.0  # ACCP (Baumann et al., Chest 2001): apex to cupola >= 3 cm is large
+APICAL_ZONE = 0.3  # the top 30% of a frontal film holds the lung apices and the cupola
 UNCALIBRATED = "none (distances in pixels)"
 
 
@@ -97,12 +98,17 @@ def _rim(region: np.ndarray, *, from_left: bool) -> int:
 
 
 def _apical(region: np.ndarray) -> int:
-    """The vertical thickness of the region at its apex: the longest run down from the top edge
-    in the columns where the region reaches highest (within one pixel)."""
-    rows_any = region.any(axis=1)
+    """The vertical thickness of the region at the apex: the longest run down from its top edge
+    in the columns where it reaches highest (within one pixel), counted inside the apical zone
+    (the top :data:`APICAL_ZONE` of the film) only; 0 for a region below that zone. Without a
+    lung segmentation the apex itself is unknown (docs/measurements.md)."""
+    zone = region[:int(round(APICAL_ZONE * region.shape[0]))]
+    rows_any = zone.any(axis=1)
+    if not rows_any.any():
+        return 0
     top = int(np.flatnonzero(rows_any)[0])
-    columns = np.flatnonzero(region[top:top + 2].any(axis=0))
-    return _rim(region[:, columns].T, from_left=True)
+    columns = np.flatnonzero(zone[top:top + 2].any(axis=0))
+    return _rim(zone[:, columns].T, from_left=True)
 
 
 def _measurement(instance: int, side: str, assumed: bool, area_px: int, lateral_px: int, apical_px: int,

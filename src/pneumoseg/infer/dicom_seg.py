@@ -70,7 +70,7 @@ def build_dicom_seg(
     if not mask.any():
         raise ValueError("the mask is empty: DICOM SEG objects are written for positive images only")
     spacing = _pixel_spacing(ds)
-    ds = _usable_source(ds, drop_spacing=spacing is None and "PixelSpacing" in ds)
+    ds = source_for_derived_object(ds, drop_spacing=spacing is None and "PixelSpacing" in ds)
     measures = None if spacing is None else hd.PixelMeasuresSequence(pixel_spacing=spacing, slice_thickness=1.0)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=ALGORITHM_NAME, family=codes.DCM.ArtificialIntelligence, version=pneumoseg.__version__
@@ -116,7 +116,7 @@ def write_dicom_seg(path: Path, seg: hd.seg.Segmentation) -> None:
     atomic_save(Path(path), lambda tmp: seg.save_as(tmp))
 
 
-def _usable_source(ds: Dataset, *, drop_spacing: bool) -> Dataset:
+def source_for_derived_object(ds: Dataset, *, drop_spacing: bool = False) -> Dataset:
     """``ds``, or a copy that highdicom accepts: the Type 2 patient and study attributes it reads
     added (empty) where missing, and an unusable PixelSpacing left out rather than copied.
 

@@ -12,16 +12,14 @@ import numpy as np
 
 from pneumoseg.data.dicom import DicomImage
 from pneumoseg.data.measurements import Measurement, image_left_is_patient_right, measure_mask
-from pneumoseg.data.preprocess import resize_mask
 from pneumoseg.io import atomic_write_text
 
 FIELDS = ("ImageId", "probability", "positive", "side", "side_assumed", "area_cm2", "lateral_mm", "apical_mm",
           "bts_class", "accp_class", "calibration")
 
 
-def image_measurement(image: DicomImage, mask_1024: np.ndarray) -> Measurement:
-    """The whole-image measurement of a 1024² mask taken to the image's own size."""
-    mask = resize_mask(mask_1024, image.shape)
+def image_measurement(image: DicomImage, mask: np.ndarray) -> Measurement:
+    """The whole-image measurement of ``mask`` (at the image's own size)."""
     return measure_mask(mask, image.spacing, calibration=image.spacing_source,
                         left_is_right=image_left_is_patient_right(image.dataset))[0]
 

@@ -10,26 +10,25 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from pneumoseg.data.dicom import DicomImage, read_dicom, read_image_id
 from pneumoseg.data.labels import write_label_csv
+from pneumoseg.data.preprocess import resize_mask
 from pneumoseg.data.rle import rle_encode
 from pneumoseg.errors import DicomReadError
 from pneumoseg.infer.drawing import save_overlay, save_probability_map
+from pneumoseg.infer.dicom_outputs import DicomOutputs, write_dicom_outputs
 from pneumoseg.infer.findings import encode_finding, finding_row, image_measurement, write_findings
 from pneumoseg.infer.pipeline import Prediction, TwoStagePipeline
 from pneumoseg.infer.resume import open_partial, output_lock, partial_path, read_partial
 from pneumoseg.io import atomic_write_text, shown
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -111,29 +110,30 @@ def _csv_line(*values: str) -> str:
 
 
 def run_fingerprint(pipeline: TwoStagePipeline, rle_fmt: str, *, overlays: Path | None = None,
-                    probs: Path | None = None, dicom_seg: Path | None = None,
+                    probs: Path | None = None, dicom: DicomOutputs = DicomOutputs(),
                     findings: Path | None = None) -> dict[str, object]:
     """What a resumed run must share with the interrupted one: the pipeline's fingerprint, the
     RLE format, and which extra outputs each image gets (a kept row must have them too)."""
-    outputs = {"overlays": overlays, "probs": probs, "dicom_seg": dicom_seg, "findings": findings}
+    outputs = {"overlays": overlays, "probs": probs, "dicom_seg": dicom.seg, "dicom_sr": dicom.sr,
+               "dicom_sc": dicom.sc, "findings": findings}
     return {**pipeline.fingerprint(), "rle": rle_fmt, "outputs": {k: v is not None for k, v in outputs.items()}}
 
 
 def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, batch_size: int = 4,
                   rle_fmt: str = "relative", overlays: Path | None = None, probs: Path | None = None,
-                  dicom_seg: Path | None = None, findings: Path | None = None,
+                  dicom: DicomOutputs = DicomOutputs(), findings: Path | None = None,
                   unreadable: dict[Path, str] | None = None, restart: bool = False,
                   progress: bool = True) -> PredictSummary:
     """Predict every file in ``paths`` and write the submission CSV ``out`` (one row per image).
 
-    With ``dicom_seg``, each positive image also gets a DICOM SEG ``<dicom_seg>/<ImageId>.dcm``;
-    with ``findings``, every image a row of measurements (:mod:`pneumoseg.infer.findings`).
+    ``dicom``: folders for the DICOM SEG and SR of each positive image and the Secondary Capture
+    of every image (:mod:`pneumoseg.infer.dicom_outputs`), ``<folder>/<ImageId>.dcm``; with
+    ``findings``, every image a row of measurements (:mod:`pneumoseg.infer.findings`).
     ``unreadable``: paths the folder scan could not look into, listed in errors.csv. Rows of an
     interrupted run are kept when it had the same fingerprint (see :mod:`pneumoseg.infer.resume`)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fingerprint = run_fingerprint(pipeline, rle_fmt, overlays=overlays, probs=probs, dicom_seg=dicom_seg,
-                                  findings=findings)
+    fingerprint = run_fingerprint(pipeline, rle_fmt, overlays=overlays, probs=probs, dicom=dicom, findings=findings)
     with output_lock(out):
         done = read_partial(out, fingerprint, restart=restart)
         shared = shared_image_ids(paths)
@@ -147,8 +147,7 @@ def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, b
                 images = _read_batch(chunk, summary.errors)
                 for image, pred in zip(images, pipeline.predict([im.pixels for im in images])):
                     rle = rle_encode(pred.mask, rle_fmt)
-                    _save_extras(image, pred, overlays, probs, dicom_seg)
-                    finding = _finding(image, pred) if findings is not None else ""
+                    finding = _save_extras(image, pred, overlays, probs, dicom, findings is not None)
                     fh.write(_csv_line(str(image.path), image.image_id, rle, finding) + "\n")
                     done[str(image.path)] = (image.image_id, rle, finding)
                 fh.flush()
@@ -167,34 +166,18 @@ def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, b
     return summary
 
 
-def _finding(image: DicomImage, pred: Prediction) -> str:
-    return encode_finding(finding_row(image.image_id, pred.probability, image_measurement(image, pred.mask)))
-
-
 def _save_extras(image: DicomImage, pred: Prediction, overlays: Path | None, probs: Path | None,
-                 dicom_seg: Path | None = None) -> None:
+                 dicom: DicomOutputs, findings: bool) -> str:
+    """Write the image's extra outputs; return its findings line ("" without --findings)."""
     name = safe_name(image.image_id)
     if overlays is not None:
         save_overlay(overlays / f"{name}.png", image, pred.mask, pred.probability)
     if probs is not None and pred.seg_prob is not None:
         save_probability_map(probs / f"{name}.png", pred.seg_prob)
-    if dicom_seg is not None and pred.positive:
-        save_dicom_seg(dicom_seg / f"{name}.dcm", image, pred.mask)
-
-
-def save_dicom_seg(path: Path, image: DicomImage, mask_1024: np.ndarray) -> bool:
-    """Write the prediction as a DICOM SEG on ``image``; False (nothing written) when the mask,
-    taken to the image's own size, marks no pixel (a speck lost by downsizing), or when the
-    source header cannot carry a SEG (logged as a warning: one bad header does not stop a run)."""
-    from pneumoseg.infer.dicom_seg import build_dicom_seg, mask_at_source_size, write_dicom_seg
-
-    mask = mask_at_source_size(mask_1024, image.shape)
-    if not mask.any():
-        return False
-    try:
-        seg = build_dicom_seg(image, mask)
-    except Exception as exc:  # highdicom raises assorted errors on headers it cannot use
-        logger.warning("%s: no DICOM SEG written: %s", image.path, " ".join(str(exc).split()) or type(exc).__name__)
-        return False
-    write_dicom_seg(path, seg)
-    return True
+    if not (dicom or findings):
+        return ""
+    mask = resize_mask(pred.mask, image.shape)
+    measurement = image_measurement(image, mask)
+    if dicom:
+        write_dicom_outputs(dicom, name, image, mask, measurement, pred.probability)
+    return encode_finding(finding_row(image.image_id, pred.probability, measurement)) if findings else ""

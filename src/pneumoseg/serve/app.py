@@ -8,11 +8,12 @@ Endpoints
 ---------
 ``POST /api/predict``
     Multipart form with the DICOM in the field ``file``. Answers
-    ``{id, image_id, probability, positive, area_px, area_mm2, rle}``: ``id`` is a random key of
+    ``{id, image_id, probability, positive, area_px, area_mm2, rle, measurements}``: ``id`` is a random key of
     this upload's result (the only way to fetch its overlay and SEG), then the classifier
     probability (null when the pipeline has no classifier), whether a region is outlined, its
     area in pixels of the image's own size and in mm² (from Pixel Spacing; null without it), and
-    the relative (SIIM submission) RLE of the 1024×1024 mask. 413 for a file over the limit, 415
+    the relative (SIIM submission) RLE of the 1024×1024 mask, and ``measurements``: side, lateral
+    rim and apical distance (mm, or px without calibration), BTS and ACCP class (docs/measurements.md). 413 for a file over the limit, 415
     for a file that is not DICOM, 422 for a DICOM that cannot be decoded; ``detail`` says why.
 ``GET /api/overlay/{id}.png``
     The X-ray at its own size with the region outlined in red (the PNG ``predict --overlays``
@@ -71,13 +72,16 @@ from pneumoseg.data.rle import rle_encode
 from pneumoseg.infer.dicom_seg import build_dicom_seg, mask_at_source_size
 from pneumoseg.infer.pipeline import TwoStagePipeline
 from pneumoseg.infer.drawing import draw_overlay, encode_png
+from pneumoseg.infer.findings import image_measurement
 from pneumoseg.serve.security import LOOPBACK_NAMES, Guard, check_bind
 from pneumoseg.serve.uploads import UPLOAD_SCHEMA, decode_upload, read_upload
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
-SUMMARY_FIELDS = ("id", "image_id", "probability", "positive", "area_px", "area_mm2", "rle")
+SUMMARY_FIELDS = ("id", "image_id", "probability", "positive", "area_px", "area_mm2", "rle", "measurements")
+MEASUREMENT_FIELDS = ("side", "side_assumed", "lateral_mm", "apical_mm", "lateral_px", "apical_px", "bts_class",
+                      "accp_class", "calibration")
 _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -91,6 +95,8 @@ class Result:
     area_px: int
     area_mm2: float | None
     rle: str
+    measurements: dict[str, Any]
+    """Side, lateral rim, apical distance, BTS / ACCP class and calibration (data.measurements)."""
     overlay_png: bytes = field(repr=False)
     mask_1024: np.ndarray = field(repr=False)
     header: DicomImage = field(repr=False)
@@ -149,8 +155,10 @@ class Viewer:
         image = decode_upload(data)
         with self._model_lock:
             (pred,) = self.pipeline.predict([image.pixels])
-        area_px = int(mask_at_source_size(pred.mask, image.shape).sum())
+        mask = mask_at_source_size(pred.mask, image.shape)
+        area_px = int(mask.sum())
         spacing = image.spacing
+        measured = image_measurement(image, mask).row()
         result = Result(
             image_id=image.image_id,
             probability=None if pred.probability is None else float(pred.probability),
@@ -158,6 +166,7 @@ class Viewer:
             area_px=area_px,
             area_mm2=None if spacing is None else round(area_px * spacing[0] * spacing[1], 2),
             rle=rle_encode(pred.mask, "relative"),
+            measurements={k: measured[k] for k in MEASUREMENT_FIELDS},
             overlay_png=encode_png(draw_overlay(image, pred.mask, pred.probability), name="the overlay"),
             mask_1024=pred.mask,
             header=replace(image, pixels=np.broadcast_to(np.float32(0), image.shape)),

@@ -8,7 +8,7 @@ const els = {
   intro: $("intro"), result: $("result"), verdict: $("verdict"), legend: $("legend"), probability: $("probability"),
   meterFill: $("meter-fill"), area: $("area"), areaDetail: $("area-detail"), imageId: $("image-id"),
   dlOverlay: $("dl-overlay"), dlSeg: $("dl-seg"), segNote: $("seg-note"), rle: $("rle"), another: $("another"),
-  tokenForm: $("token-form"), token: $("token"),
+  tokenForm: $("token-form"), token: $("token"), size: $("size"), sizeDetail: $("size-detail"),
 };
 let maxUploadMb = null;
 let segUrl = null;  // the current result's SEG, fetched when its button is pressed
@@ -89,6 +89,16 @@ function formatArea(result) {
   return [`${cm2.toFixed(cm2 < 10 ? 1 : 0)} cm²`, `(${Math.round(result.area_mm2).toLocaleString()} mm², ${px})`];
 }
 
+function formatSize(m) {
+  // BTS 2023 class and the numbers it rests on (docs/measurements.md); pixels without calibration.
+  if (!m || m.side === "none") return ["none", "nothing outlined"];
+  const side = m.side === "both" ? "both sides" : `patient's ${m.side}${m.side_assumed ? " (assumed: frontal film)" : ""}`;
+  if (m.lateral_mm === null) {
+    return ["unknown", `${side}; rim ${m.lateral_px} px, apex ${m.apical_px} px (no calibration in the file)`];
+  }
+  return [`BTS ${m.bts_class}`, `${side}; lateral rim ${m.lateral_mm.toFixed(0)} mm, apex ${m.apical_mm.toFixed(0)} mm (ACCP ${m.accp_class})`];
+}
+
 function showResult(result, overlayUrl) {
   const id = encodeURIComponent(result.id);
   els.verdict.textContent = result.positive ? "Pneumothorax outlined" : "No pneumothorax found";
@@ -107,6 +117,9 @@ function showResult(result, overlayUrl) {
   const [area, detail] = formatArea(result);
   els.area.textContent = area;
   els.areaDetail.textContent = detail;
+  const [size, sizeDetail] = formatSize(result.measurements);
+  els.size.textContent = size;
+  els.sizeDetail.textContent = sizeDetail;
   els.imageId.textContent = result.image_id;
   els.rle.textContent = result.rle;
 
