@@ -28,6 +28,11 @@ def outputs(sample_dicoms, tmp_path_factory):
         shutil.copy(path, sources / path.name)
     for bits in (12, 16):
         shutil.copy(_film(root, bits), sources / f"mono1-{bits}.dcm")
+    cr15 = pydicom.dcmread(_film(root, 16))  # a 15-bit MONOCHROME1 CR, as many archives hold
+    cr15.BitsStored, cr15.HighBit = 15, 14
+    cr15.PixelData = (cr15.pixel_array >> 1).astype("<u2").tobytes()
+    cr15.SOPInstanceUID = cr15.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    cr15.save_as(sources / "mono1-15.dcm")
     folders = DicomOutputs(root / "seg", root / "sr", root / "sc")
     predict_files(RectanglePipeline(), sorted(sources.glob("*.dcm")), root / "sub.csv", dicom=folders,
                   findings=root / "findings.csv", progress=False)

@@ -40,6 +40,9 @@ class ModelOutputs:
     truth_fraction: np.ndarray | None = None
     """(N,) share of the image the ground truth covers, measured at the label's own resolution;
     None (hand-made outputs): measured on ``truth``."""
+    spacing: np.ndarray | None = None
+    """(N, 2) mm per pixel (row, column) at the evaluation size, NaN where the header gives no
+    calibration; None (hand-made outputs): uncalibrated."""
 
     def __post_init__(self) -> None:
         if self.truth_fraction is None:
@@ -64,6 +67,7 @@ def collect_outputs(samples: list[Sample], segmenter: ModelRunner, classifier: M
     truth_fraction = np.zeros(n, np.float64)
     seg_prob = np.zeros((n, size, size), np.float16)
     cls_prob = np.zeros(n, np.float32) if classifier is not None else None
+    spacing = np.full((n, 2), np.nan)
     for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress):
         chunk = samples[start:start + batch_size]
         decoded = [read_dicom(s.path) for s in chunk]
@@ -73,8 +77,10 @@ def collect_outputs(samples: list[Sample], segmenter: ModelRunner, classifier: M
             images[start + j] = resize_to_uint8(dicom.pixels, size)
             truth[start + j] = resize_mask(full_truth, (size, size))
             truth_fraction[start + j] = full_truth.mean()
+            if dicom.spacing is not None:  # the film is resized to size × size for evaluation
+                spacing[start + j] = (dicom.spacing[0] * dicom.shape[0] / size, dicom.spacing[1] * dicom.shape[1] / size)
         for j, prob in enumerate(segmenter.probabilities(pixels)):
             seg_prob[start + j] = resize_prob(prob, (size, size))
         if cls_prob is not None:
             cls_prob[start:start + len(chunk)] = classifier.probabilities(pixels)
-    return ModelOutputs([s.image_id for s in samples], images, truth, seg_prob, cls_prob, truth_fraction)
+    return ModelOutputs([s.image_id for s in samples], images, truth, seg_prob, cls_prob, truth_fraction, spacing)

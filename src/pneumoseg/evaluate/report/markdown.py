@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from pneumoseg.evaluate.bootstrap import CONFIDENCE
+from pneumoseg.evaluate.report.measured import BTS_CLASSES
 from pneumoseg.evaluate.report.tables import SIZE_BUCKETS, SIZE_CUTS, TALK_SOURCE, size_cut_pixels
 from pneumoseg.infer.tune import describe_params
 
@@ -115,6 +116,30 @@ def size_table(rows: list[dict[str, Any]], n_by_size: dict[str, int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bts_table(rows: list[dict[str, Any]], n_by_bts: dict[str, int]) -> str:
+    """Mean Dice per system by the ground truth's BTS 2023 size class (docs/measurements.md)."""
+    head = " | ".join(f"{b} (n={n_by_bts.get(b, 0)})" for b in BTS_CLASSES)
+    lines = [f"| system | {head} |", "|---|" + "---:|" * len(BTS_CLASSES)]
+    for r in rows:
+        if r.get("by_bts") is not None and r["key"] != "all_empty":
+            lines.append(f"| {r['system']} | " + " | ".join(fmt(r["by_bts"][b]["mean_dice"]) for b in BTS_CLASSES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rim_table(rim: dict[str, Any] | None) -> list[str]:
+    """The final system's measured rim and apical distance against the ground truth's."""
+    if not rim or not rim["n"]:
+        return ["No calibrated film is positive in both truth and prediction, so no rim is compared.", ""]
+    lines = [f"Measured against true, {rim['system']}, on the {rim['n']} calibrated films positive in both "
+             f"(BTS class the same on {rim['bts_agreement']} of {rim['n']}):", "",
+             "| measurement | true (median) | measured (median) | mean absolute error |", "|---|---:|---:|---:|"]
+    for field, name in (("lateral_mm", "lateral rim, mm"), ("apical_mm", "apical distance, mm")):
+        r = rim[field]
+        lines.append(f"| {name} | {fmt(r['true_median'], 1)} | {fmt(r['measured_median'], 1)} | "
+                     f"{fmt(r['mean_abs_error'], 1)} |")
+    return [*lines, ""]
+
+
 def split_tables(split: dict[str, Any], heading: str, intro: str) -> list[str]:
     """A split's ablation, false-positive and by-size tables under ``heading`` (markdown lines)."""
     n, n_pos = split["n_images"], split["n_positive"]
@@ -123,7 +148,10 @@ def split_tables(split: dict[str, Any], heading: str, intro: str) -> list[str]:
             "Healthy films given a non-empty mask (false positives of the system as a whole):", "",
             false_positive_table(split["rows"]),
             f"Mean Dice by pneumothorax size ({size_cut_text()}):", "",
-            size_table(split["rows"], split["n_by_size"])]
+            size_table(split["rows"], split["n_by_size"]),
+            "Mean Dice by the ground truth's BTS 2023 size class (rim ≥ 20 mm laterally or apically: large; "
+            f"{split.get('n_by_bts', {}).get('unknown', 0)} positive films without calibration left out):", "",
+            bts_table(split["rows"], split.get("n_by_bts", {})), *rim_table(split.get("rim"))]
 
 
 def describe_postprocess(post: dict[str, Any] | None) -> str:

@@ -25,6 +25,7 @@ from pneumoseg.config import PostprocessConfig
 from pneumoseg.evaluate.bootstrap import paired_bootstrap
 from pneumoseg.metrics import classification_metrics, dice_scores, fbeta_scores, iou_scores
 from pneumoseg.evaluate.validation import predicted_masks
+from pneumoseg.evaluate.report.measured import BTS_CLASSES, rim_agreement, truth_bts_classes
 from pneumoseg.infer.outputs import ModelOutputs
 from pneumoseg.infer.postprocess import REFERENCE_SIZE
 from pneumoseg.infer.tune import TuneGrid, TuneResult, gated_mean_dice, threshold_dice_grid, tune_postprocess
@@ -171,10 +172,11 @@ def size_cut_pixels() -> list[int]:
     return [math.ceil(cut * REFERENCE_SIZE**2) for cut in SIZE_CUTS]
 
 
-def dice_by_size(dice: np.ndarray, buckets: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Mean Dice and image count per size bucket (mean None for an empty bucket)."""
+def dice_by_size(dice: np.ndarray, buckets: np.ndarray,
+                 names: tuple[str, ...] = SIZE_BUCKETS) -> dict[str, dict[str, Any]]:
+    """Mean Dice and image count per bucket (mean None for an empty bucket)."""
     result = {}
-    for bucket in SIZE_BUCKETS:
+    for bucket in names:
         chosen = dice[buckets == bucket]
         result[bucket] = {"mean_dice": float(chosen.mean()) if chosen.size else None, "n": int(chosen.size)}
     return result
@@ -211,7 +213,7 @@ def ablation_rows(outputs: dict[str, ModelOutputs], systems: list[System]) -> li
     Dice by pneumothorax size. A system without post-processing gives ``mean_dice`` None.
     """
     base = check_outputs(outputs)
-    buckets = size_buckets(base)
+    buckets, bts = size_buckets(base), truth_bts_classes(base)
     masks = {s.key: m for s in systems if (m := _system_masks(outputs, s)) is not None}
     dice = {key: dice_scores(m, base.truth) for key, m in masks.items()}
     rows = []
@@ -221,14 +223,15 @@ def ablation_rows(outputs: dict[str, ModelOutputs], systems: list[System]) -> li
                "n_images": len(base.image_ids), "talk": TALK_ABLATION.get(s.key),
                "postprocess": s.post_json(), "note": s.note,
                "mean_dice": None, "ci": None, "delta_vs_empty": None, "delta_vs_seg_alone": None,
-               "fp_healthy": None, "by_size": None}
+               "fp_healthy": None, "by_size": None, "by_bts": None}
         if s.key not in dice:
             row["note"] = s.note or f"variant {s.variant!r} not evaluated"
         else:
             mine = dice[s.key]
             mean, lo, hi = paired_bootstrap(mine, np.zeros_like(mine))
             row.update(mean_dice=mean, ci=[lo, hi], note="", fp_healthy=false_positives_on_healthy(
-                masks[s.key], base.truth_positive), by_size=dice_by_size(mine, buckets))
+                masks[s.key], base.truth_positive), by_size=dice_by_size(mine, buckets),
+                by_bts=dice_by_size(mine, bts, BTS_CLASSES))
             for field, other in (("delta_vs_empty", "all_empty"), ("delta_vs_seg_alone", "seg_alone")):
                 if s.key != other and other in dice:
                     row[field] = _interval(paired_bootstrap(mine, dice[other]))
@@ -239,10 +242,14 @@ def ablation_rows(outputs: dict[str, ModelOutputs], systems: list[System]) -> li
 def split_summary(outputs: dict[str, ModelOutputs], systems: list[System]) -> dict[str, Any]:
     """One split's table with what it was measured on."""
     base = check_outputs(outputs)
-    buckets = size_buckets(base)
+    buckets, bts = size_buckets(base), truth_bts_classes(base)
+    final = final_system(systems)
+    final_masks = _system_masks(outputs, final)
     return {"n_images": len(base.image_ids), "n_positive": int(base.truth_positive.sum()), "eval_size": base.size,
             "n_by_size": {b: int((buckets == b).sum()) for b in SIZE_BUCKETS},
-            "rows": ablation_rows(outputs, systems)}
+            "n_by_bts": {b: int((bts == b).sum()) for b in (*BTS_CLASSES, "unknown")},
+            "rows": ablation_rows(outputs, systems),
+            "rim": None if final_masks is None else {"system": final.name, **rim_agreement(base, final_masks)}}
 
 
 def classifier_summary(out: ModelOutputs, threshold: float) -> dict[str, Any]:
