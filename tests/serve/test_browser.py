@@ -75,8 +75,22 @@ def browser_page(tmp_path: Path):
 
 
 def _wait_for_overlay(page) -> None:
-    page.wait_for_selector("#overlay", state="visible")
-    page.wait_for_function("document.getElementById('overlay').naturalWidth > 0")
+    page.wait_for_selector("#canvas", state="visible")
+    page.wait_for_function("document.getElementById('canvas').width > 0 && !document.getElementById('busy').offsetParent")
+    page.wait_for_timeout(100)  # the next animation frame draws it
+
+
+# Reads the canvas back: how many pixels are outline-red, and the mean grey.
+CANVAS_STATS = """() => {
+  const c = document.getElementById('canvas');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let red = 0, grey = 0;
+  for (let j = 0; j < d.length; j += 4) {
+    if (d[j] > 200 && d[j + 1] < 60 && d[j + 2] < 60) red++;
+    grey += d[j + 1];
+  }
+  return {red, grey: grey / (d.length / 4), transform: c.style.transform};
+}"""
 
 
 def test_upload_a_dicom_and_see_the_outlined_xray(pipeline, sample_dicoms, tmp_path):
@@ -87,7 +101,7 @@ def test_upload_a_dicom_and_see_the_outlined_xray(pipeline, sample_dicoms, tmp_p
         assert page.is_visible("text=Drop a chest X-ray DICOM here")
         page.set_input_files("#file", str(path))
         _wait_for_overlay(page)
-        assert page.evaluate("document.getElementById('overlay').naturalWidth") == 1024
+        assert page.evaluate("document.getElementById('canvas').width") == 1024
         assert re.fullmatch(r"\d+(\.\d)?%", page.text_content("#probability").strip())
         assert page.text_content("#verdict").strip() in {"Pneumothorax outlined", "No pneumothorax found"}
         assert page.text_content("#image-id").strip() == path.stem
@@ -148,3 +162,52 @@ def test_the_page_asks_once_for_the_token_of_a_locked_server(truth_pipeline, pos
         page.reload()  # kept for the tab: not asked again
         page.wait_for_timeout(500)
         assert page.is_hidden("#token-form")
+
+
+def test_reading_tools_outline_toggle_window_zoom_and_a_worklist(truth_pipeline, positive_sample, sample_dicoms,
+                                                                 tmp_path):
+    negative = next(p for p in sample_dicoms if p != positive_sample)
+    with running(create_app(truth_pipeline)) as url, browser_page(tmp_path) as page:
+        page.goto(url + "/")
+        page.set_input_files("#file", [str(negative), str(positive_sample)])  # two files: a worklist
+        page.wait_for_function("document.querySelectorAll('#worklist li .tag.positive').length == 1")
+        _wait_for_overlay(page)
+        assert page.locator("#worklist li").count() == 2
+        shown = page.evaluate(CANVAS_STATS)
+        assert shown["red"] > 100  # the last file, the positive one, is shown outlined
+        page.screenshot(path=str(tmp_path / "tools-outlined.png"))
+
+        page.keyboard.press("o")  # outline off
+        page.wait_for_timeout(150)
+        assert page.evaluate(CANVAS_STATS)["red"] == 0
+        assert page.get_attribute("#toggle-outline", "aria-pressed") == "false"
+        page.click("#toggle-outline")  # and on again
+        page.wait_for_timeout(150)
+        assert page.evaluate(CANVAS_STATS)["red"] == shown["red"]
+        page.fill("#opacity", "0")
+        page.dispatch_event("#opacity", "input")
+        page.wait_for_timeout(150)
+        assert page.evaluate(CANVAS_STATS)["red"] == 0
+
+        page.select_option("#preset", "lucent")  # a narrower window on the dark end brightens the film
+        page.wait_for_timeout(150)
+        lucent = page.evaluate(CANVAS_STATS)["grey"]
+        assert lucent > shown["grey"] + 10
+        box = page.locator("#canvas").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2 + 80, box["y"] + box["height"] / 2 + 60, steps=5)  # window/level
+        page.mouse.up()
+        page.wait_for_timeout(150)
+        assert page.evaluate(CANVAS_STATS)["grey"] != lucent
+        page.mouse.wheel(0, -600)  # zoom in
+        page.wait_for_timeout(150)
+        assert "scale(1)" not in page.evaluate(CANVAS_STATS)["transform"]
+        page.screenshot(path=str(tmp_path / "tools-zoomed.png"))
+        page.keyboard.press("0")
+        page.wait_for_timeout(150)
+        assert "scale(1)" in page.evaluate(CANVAS_STATS)["transform"]
+
+        page.click("#worklist li:first-child button")  # back to the first film: nothing outlined
+        page.wait_for_timeout(200)
+        assert page.text_content("#verdict").strip() == "No pneumothorax found"

@@ -18,6 +18,9 @@ Endpoints
 ``GET /api/overlay/{id}.png``
     The X-ray at its own size with the region outlined in red (the PNG ``predict --overlays``
     writes).
+``GET /api/image/{id}.png``, ``GET /api/mask/{id}.png``
+    The X-ray as displayed (8-bit grey, nothing drawn) and the region (0/255), both at the
+    image's own size: the page windows the one and outlines the other itself.
 ``GET /api/seg/{id}.dcm``
     The region as a DICOM SEG on the uploaded image; 404 when nothing was outlined, 422 when the
     header cannot carry a SEG (no StudyInstanceUID, say).
@@ -33,7 +36,8 @@ cross-origin request is refused unless its origin is listed, and with a token ev
 call needs ``Authorization: Bearer``; without a token the server listens on loopback only.
 
 Memory: results are kept for the last ``cache_size`` uploads only (an LRU keyed by the random
-id), each holding its overlay PNG, its 1024×1024 mask (1 MiB) and, once asked for, its SEG;
+id), each holding its overlay, image and mask PNGs, its 1024×1024 mask (1 MiB) and, once
+asked for, its SEG;
 a key that is not in the cache is a 404 -- keys are never used as paths. So memory is bounded
 by the models, one upload being decoded per worker thread, and ``cache_size`` results
 (docs/reliability.md gives the figure measured under load).
@@ -98,6 +102,10 @@ class Result:
     measurements: dict[str, Any]
     """Side, lateral rim, apical distance, BTS / ACCP class and calibration (data.measurements)."""
     overlay_png: bytes = field(repr=False)
+    image_png: bytes = field(repr=False)
+    """The X-ray as displayed (8-bit grey, its own size, nothing drawn): the page windows it."""
+    mask_png: bytes = field(repr=False)
+    """The outlined region at the image's own size (0 / 255): the page draws and toggles it."""
     mask_1024: np.ndarray = field(repr=False)
     header: DicomImage = field(repr=False)
     """The upload's header (identifiers blanked, no pixel data) with a zero-memory stand-in for
@@ -168,6 +176,8 @@ class Viewer:
             rle=rle_encode(pred.mask, "relative"),
             measurements={k: measured[k] for k in MEASUREMENT_FIELDS},
             overlay_png=encode_png(draw_overlay(image, pred.mask, pred.probability), name="the overlay"),
+            image_png=encode_png(np.clip(np.rint(image.pixels * 255), 0, 255).astype(np.uint8), name="the image"),
+            mask_png=encode_png(mask.astype(np.uint8) * 255, name="the mask"),
             mask_1024=pred.mask,
             header=replace(image, pixels=np.broadcast_to(np.float32(0), image.shape)),
         )
@@ -234,6 +244,16 @@ def create_app(pipeline: TwoStagePipeline, *, max_upload_mb: float = 64, cache_s
         result = viewer.lookup(result_id)
         return Response(result.overlay_png, media_type="image/png",
                         headers={**_NO_STORE, **_disposition("inline", f"{result.image_id}-overlay.png")})
+
+    @app.get("/api/image/{result_id}.png", response_class=Response)
+    def plain_image(result_id: str) -> Response:
+        """The X-ray as displayed, 8-bit grey at its own size, nothing drawn (the page windows it)."""
+        return Response(viewer.lookup(result_id).image_png, media_type="image/png", headers=_NO_STORE)
+
+    @app.get("/api/mask/{result_id}.png", response_class=Response)
+    def mask_image(result_id: str) -> Response:
+        """The outlined region at the image's own size, 0 or 255 (the page draws its outline)."""
+        return Response(viewer.lookup(result_id).mask_png, media_type="image/png", headers=_NO_STORE)
 
     @app.get("/api/seg/{result_id}.dcm", response_class=Response)
     def seg(result_id: str) -> Response:

@@ -1,10 +1,12 @@
-// pneumoseg viewer: upload a DICOM, show the outlined X-ray and the numbers. No dependencies.
+// pneumoseg viewer: upload DICOMs, list them as a worklist, show each outlined X-ray and its
+// numbers (canvas.js draws the image). No dependencies.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const els = {
-  viewer: $("viewer"), drop: $("drop"), file: $("file"), figure: $("figure"), overlay: $("overlay"),
-  overlayLink: $("overlay-link"), busy: $("busy"), busyText: $("busy-text"), error: $("error"),
+  viewer: $("viewer"), drop: $("drop"), file: $("file"), figure: $("figure"), tools: $("tools"),
+  preset: $("preset"), toggle: $("toggle-outline"), opacity: $("opacity"), fit: $("fit"),
+  worklistBox: $("worklist-box"), worklist: $("worklist"), busy: $("busy"), busyText: $("busy-text"), error: $("error"),
   intro: $("intro"), result: $("result"), verdict: $("verdict"), legend: $("legend"), probability: $("probability"),
   meterFill: $("meter-fill"), area: $("area"), areaDetail: $("area-detail"), imageId: $("image-id"),
   dlOverlay: $("dl-overlay"), dlSeg: $("dl-seg"), segNote: $("seg-note"), rle: $("rle"), another: $("another"),
@@ -12,6 +14,7 @@ const els = {
 };
 let maxUploadMb = null;
 let segUrl = null;  // the current result's SEG, fetched when its button is pressed
+const entries = [];  // the worklist: {name, result, image, overlayUrl, item} per file, in upload order
 const TOKEN_KEY = "pneumoseg-token";
 
 fetch("/health").then((r) => (r.ok ? r.json() : null)).then((h) => {
@@ -123,7 +126,7 @@ function showResult(result, overlayUrl) {
   els.imageId.textContent = result.image_id;
   els.rle.textContent = result.rle;
 
-  els.dlOverlay.href = overlayUrl;
+  els.dlOverlay.href = overlayUrl;  // the PNG with the outline burned in, as predict --overlays writes
   els.dlOverlay.download = `${result.image_id}-overlay.png`;
   const hasSeg = result.area_px > 0;
   els.dlSeg.hidden = !hasSeg;
@@ -137,47 +140,97 @@ function showResult(result, overlayUrl) {
   els.another.hidden = false;
 }
 
-function loadOverlay(url) {
-  return new Promise((resolve, reject) => {
-    els.overlay.onload = () => resolve();
-    els.overlay.onerror = () => reject(new Error("The outlined image could not be loaded. Upload the file again."));
-    els.overlay.src = url;
-  });
+async function blobOf(url, what) {
+  const response = await api(url);
+  if (!response.ok) throw Object.assign(new Error(await errorMessage(response)), { title: `No ${what}. ` });
+  return response.blob();
 }
 
-async function analyse(file) {
+function addToWorklist(name) {
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  const label = document.createElement("span");
+  label.textContent = name;
+  const tag = document.createElement("span");
+  tag.className = "tag";
+  tag.textContent = "…";
+  button.append(label, tag);
+  item.append(button);
+  els.worklist.append(item);
+  els.worklistBox.hidden = false;
+  const entry = { name, item, button, tag };
+  button.addEventListener("click", () => { if (entry.result) select(entry); });
+  entries.push(entry);
+  return entry;
+}
+
+function select(entry) {
+  for (const other of entries) other.button.setAttribute("aria-current", String(other === entry));
+  XrayView.show(entry.image);
+  els.drop.hidden = true;
+  els.figure.hidden = false;
+  els.tools.hidden = false;
+  showResult(entry.result, entry.overlayUrl);
+}
+
+async function analyseOne(file, entry) {
+  const form = new FormData();
+  form.append("file", file);
+  const response = await api("/api/predict", { method: "POST", body: form });
+  if (!response.ok) {
+    throw Object.assign(new Error(await errorMessage(response)), { title: `Could not analyse ${file.name}. ` });
+  }
+  const result = await response.json();
+  const id = encodeURIComponent(result.id);
+  const [image, mask, overlay] = await Promise.all([
+    blobOf(`/api/image/${id}.png`, "image"), blobOf(`/api/mask/${id}.png`, "outline"),
+    blobOf(`/api/overlay/${id}.png`, "outlined image")]);
+  entry.image = await XrayView.load(image, mask);
+  entry.overlayUrl = URL.createObjectURL(overlay);
+  entry.result = result;
+  entry.tag.textContent = result.positive ? "outlined" : "none";
+  entry.tag.classList.add(result.positive ? "positive" : "negative");
+}
+
+async function analyse(files) {
   els.error.hidden = true;
-  if (!file) return;
-  if (maxUploadMb !== null && file.size > maxUploadMb * 1024 * 1024) {
-    showError("File too large. ", `${file.name} is ${(file.size / 1048576).toFixed(1)} MB; this server accepts up to ${maxUploadMb} MB.`);
-    return;
-  }
-  setBusy(`Analysing ${file.name}…`);
-  try {
-    const form = new FormData();
-    form.append("file", file);
-    const response = await api("/api/predict", { method: "POST", body: form });
-    if (!response.ok) {
-      throw Object.assign(new Error(await errorMessage(response)), { title: `Could not analyse ${file.name}. ` });
+  const chosen = Array.from(files || []);
+  for (const [k, file] of chosen.entries()) {
+    const entry = addToWorklist(file.name);
+    if (maxUploadMb !== null && file.size > maxUploadMb * 1024 * 1024) {
+      showError("File too large. ", `${file.name} is ${(file.size / 1048576).toFixed(1)} MB; this server accepts up to ${maxUploadMb} MB.`);
+      entry.tag.textContent = "too large";
+      entry.tag.classList.add("failed");
+      continue;
     }
-    const result = await response.json();
-    setBusy("Drawing…");
-    const url = await blobUrl(`/api/overlay/${encodeURIComponent(result.id)}.png`, "outlined image");
-    if (els.overlayLink.href.startsWith("blob:")) URL.revokeObjectURL(els.overlayLink.href);
-    await loadOverlay(url);
-    els.overlayLink.href = url;
-    els.drop.hidden = true;
-    els.figure.hidden = false;
-    showResult(result, url);
-  } catch (err) {
-    showError(err.title || "Something went wrong. ", err.message);
-  } finally {
-    setBusy(null);
-    els.file.value = "";  // choosing the same file again still triggers "change"
+    setBusy(`Analysing ${file.name}${chosen.length > 1 ? ` (${k + 1} of ${chosen.length})` : ""}…`);
+    try {
+      await analyseOne(file, entry);
+      select(entry);
+    } catch (err) {
+      entry.tag.textContent = "failed";
+      entry.tag.classList.add("failed");
+      showError(err.title || "Something went wrong. ", err.message);
+    }
   }
+  setBusy(null);
+  els.file.value = "";  // choosing the same file again still triggers "change"
 }
 
-els.file.addEventListener("change", () => analyse(els.file.files[0]));
+els.file.addEventListener("change", () => analyse(els.file.files));
+els.preset.addEventListener("change", () => XrayView.setPreset(els.preset.value));
+els.opacity.addEventListener("input", () => XrayView.setOpacity(els.opacity.value / 100));
+els.fit.addEventListener("click", () => XrayView.fit());
+function toggleOutline() {
+  els.toggle.setAttribute("aria-pressed", String(XrayView.toggleOutline()));
+}
+els.toggle.addEventListener("click", toggleOutline);
+document.addEventListener("keydown", (e) => {
+  if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement || els.figure.hidden) return;
+  if (e.key === "o" || e.key === "O") toggleOutline();
+  if (e.key === "0") XrayView.fit();
+});
 els.dlSeg.addEventListener("click", async (e) => {
   if (els.dlSeg.href.startsWith("blob:") || !segUrl) return;  // fetched already: let the browser save it
   e.preventDefault();
@@ -200,5 +253,5 @@ document.addEventListener("drop", (e) => {
   dragDepth = 0;
   els.viewer.classList.remove("dragging");
   const files = e.dataTransfer && e.dataTransfer.files;
-  if (files && files.length) analyse(files[0]);
+  if (files && files.length) analyse(files);
 });
