@@ -214,3 +214,32 @@ def test_measure_writes_one_row_per_image_and_instance(sample_dir, tmp_path):
     assert len(images) == len(labelled) and f"wrote {out}: {len(labelled)} images" in result.stdout
     assert {"side", "area_cm2", "lateral_mm", "apical_mm", "bts_class", "accp_class", "calibration"} <= set(rows[0])
     assert any(row["instance"] != "0" for row in rows)
+
+
+def test_measure_reproduces_a_hand_drawn_25_mm_rim(tmp_path):
+    """`pneumoseg measure` end to end: a film with PixelSpacing 0.143 mm and a label of a 175 px
+    (25.0 mm) wide region on the image's left."""
+    import csv
+
+    import numpy as np
+    import pydicom
+
+    from pneumoseg.data.rle import rle_encode
+    from pneumoseg.data.synth.dicom_writer import SynthUids, write_synth_dicom
+
+    images = tmp_path / "images"
+    images.mkdir()
+    uids = SynthUids(*(pydicom.uid.generate_uid() for _ in range(3)))
+    write_synth_dicom(images / f"{uids.sop}.dcm", np.full((1024, 1024), 128, np.uint8), uids, patient_number=1,
+                      view="PA", pixel_spacing_mm=0.143, sex="M", age=40)
+    mask = np.zeros((1024, 1024), bool)
+    mask[500:700, 60:60 + 175] = True
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"ImageId,EncodedPixels\n{uids.sop},{rle_encode(mask)}\n")
+    out = tmp_path / "sizes.csv"
+    result = run_cli("measure", "--labels", str(labels), "--images", str(images), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    image, instance = list(csv.DictReader(out.open()))
+    assert float(instance["lateral_mm"]) == pytest.approx(25.0, abs=0.5)
+    assert (instance["side"], instance["bts_class"], instance["calibration"]) == ("right", "large", "PixelSpacing")
+    assert image["instance"] == "0" and image["lateral_mm"] == instance["lateral_mm"]

@@ -84,3 +84,26 @@ def test_dicom_sr_needs_the_seg_it_references(tiny_runs, sample_dir, tmp_path, m
                             "--images", str(sample_dir / "dicom"), "--out", str(tmp_path / "o.csv"),
                             "--dicom-sr", str(tmp_path / "sr"))
     assert_one_line_error(code, err, "--dicom-sr references the DICOM SEG")
+
+
+def test_the_cli_writes_valid_objects_for_every_film(tiny_runs, outputs, tmp_path, monkeypatch, capsys):
+    """The issue's replay through `pneumoseg predict`: thresholds at 0 so that every film is
+    outlined (the tiny test models are not trained to find anything) and every object is made."""
+    _, sources, _, _ = outputs
+    folder = sources[0].parent
+    out = tmp_path / "o"
+    code, _, err = run_main(monkeypatch, capsys, "predict", "--cls", str(tiny_runs.cls), "--seg", str(tiny_runs.seg),
+                            "--images", str(folder), "--out", str(out / "sub.csv"), "--cls-threshold", "0",
+                            "--pixel-threshold", "0", "--min-area", "0", "--findings", str(out / "findings.csv"),
+                            "--dicom-seg", str(out / "seg"), "--dicom-sr", str(out / "sr"), "--dicom-sc", str(out / "sc"))
+    assert code == 0, err
+    findings = list(csv.DictReader((out / "findings.csv").open()))
+    assert len(findings) == len(sources) and all(row["positive"] == "True" for row in findings)
+    for kind in ("seg", "sr", "sc"):
+        written = sorted((out / kind).glob("*.dcm"))
+        assert len(written) == len(sources), kind
+        for path in written:
+            assert dciodvfy_errors(path) == [], path
+    for path in sorted((out / "sc").glob("*.dcm")):
+        image = hd.imread(path)  # highdicom reads the Secondary Capture back
+        assert image.SamplesPerPixel == 3 and image.PhotometricInterpretation == "RGB"
