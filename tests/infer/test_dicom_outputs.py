@@ -68,7 +68,8 @@ def test_the_sr_reads_back_with_the_numbers_of_findings_csv(outputs):
         [group] = sr.content.get_planar_roi_measurement_groups()
         numbers = {m.name.meaning: float(m.value) for m in group.get_measurements()}
         assert numbers == pytest.approx({"Area": float(row["area_cm2"]), "Distance from chest wall":
-                                         float(row["lateral_mm"]), "Apex to cupola distance": float(row["apical_mm"])})
+                                         float(row["lateral_mm"]), "Apex to cupola distance": float(row["apical_mm"]),
+                                         "Probability": float(row["probability"])})
         evaluations = {e.name.meaning: e.value.meaning for e in group.get_qualitative_evaluations()}
         assert evaluations["Laterality"] == row["side"].capitalize()
         assert evaluations["BTS 2023 pneumothorax size"] == f"{row['bts_class'].capitalize()} pneumothorax"
@@ -107,3 +108,24 @@ def test_the_cli_writes_valid_objects_for_every_film(tiny_runs, outputs, tmp_pat
     for path in sorted((out / "sc").glob("*.dcm")):
         image = hd.imread(path)  # highdicom reads the Secondary Capture back
         assert image.SamplesPerPixel == 3 and image.PhotometricInterpretation == "RGB"
+
+
+def test_a_negative_sr_states_that_no_pneumothorax_was_detected(sample_dicoms, tmp_path):
+    """What the DICOM node files for a healthy film, so that the PACS shows it was read."""
+    import numpy as np
+
+    from pneumoseg.data.dicom import read_dicom
+    from pneumoseg.data.measurements import measure_mask
+    from pneumoseg.infer.dicom_sr import build_measurement_sr, write_measurement_sr
+
+    image = read_dicom(sample_dicoms[0])
+    nothing = measure_mask(np.zeros(image.shape, bool), image.spacing)[0]
+    path = tmp_path / "negative-sr.dcm"
+    write_measurement_sr(path, build_measurement_sr(image, None, nothing, 0.125))
+    assert dciodvfy_errors(path) == []
+    sr = hd.sr.srread(path)
+    [group] = sr.content.get_image_measurement_groups()
+    assert [(e.name.meaning, e.value.meaning) for e in group.get_qualitative_evaluations()] == [
+        ("Pneumothorax", "Absent")]
+    assert [(m.name.meaning, float(m.value)) for m in group.get_measurements()] == [("Probability", 0.125)]
+    assert sr.StudyInstanceUID == image.dataset.StudyInstanceUID

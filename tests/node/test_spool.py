@@ -37,7 +37,7 @@ def test_instances_are_read_in_arrival_order_and_move_through_the_states(tmp_pat
         spool.mark_sent(folder)
     status = spool.status()
     assert status.outbox == [] and len(status.sent) == 2
-    assert "queued 0, read 2, results waiting to be sent 0, sent 2, failed 1" in status.render()
+    assert "queued 0, read 2, results waiting to be sent 0, sent 2, failed 1, skipped 0" in status.render()
 
 
 def test_results_without_complete_are_neither_sent_nor_counted_done(tmp_path):

@@ -41,7 +41,7 @@ def write_dicom_outputs(folders: DicomOutputs, name: str, image: DicomImage, mas
         if seg is not None and folders.seg:
             write_dicom_seg(folders.seg / f"{name}.dcm", seg)
         if seg is not None and folders.sr:
-            sr = _built("DICOM SR", image, lambda: build_measurement_sr(image, seg, measurement))
+            sr = _built("DICOM SR", image, lambda: build_measurement_sr(image, seg, measurement, probability))
             if sr is not None:
                 write_measurement_sr(folders.sr / f"{name}.dcm", sr)
     if folders.sc:

@@ -29,19 +29,31 @@ SIDE = {"right": codes.SCT.Right, "left": codes.SCT.Left,
         "both": hd.sr.CodedConcept("51440002", "SCT", "Right and left")}
 
 
-def build_measurement_sr(image: DicomImage, seg: Dataset, measurement: Measurement) -> hd.sr.Comprehensive3DSR:
-    """The SR of ``measurement`` (the image's, instance 0) on ``image`` and its ``seg``."""
+def build_measurement_sr(image: DicomImage, seg: Dataset | None, measurement: Measurement,
+                         probability: float | None = None) -> hd.sr.Comprehensive3DSR:
+    """The SR of ``measurement`` (the image's, instance 0) on ``image`` and its ``seg``; with
+    no ``seg`` (nothing outlined), an SR stating that no pneumothorax was detected, so that a
+    PACS shows the image was read. ``probability``: the classifier's, reported as well."""
     source = source_for_derived_object(image.dataset)
     algorithm = hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=pneumoseg.__version__)
-    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="pneumothorax"),
-        referenced_segment=hd.sr.ReferencedSegmentationFrame(
-            sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, frame_number=1, segment_number=1,
-            source_image=hd.sr.SourceImageForSegmentation(source.SOPClassUID, source.SOPInstanceUID)),
-        finding_type=codes.SCT.Pneumothorax,
-        measurements=_measurements(measurement, algorithm),
-        qualitative_evaluations=_evaluations(measurement),
-    )
+    tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="pneumothorax")
+    scores = [] if probability is None else [hd.sr.Measurement(
+        name=codes.DCM.Probability, value=float(probability), unit=codes.UCUM.NoUnits, algorithm_id=algorithm)]
+    if seg is None:
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking, finding_type=codes.SCT.Pneumothorax, measurements=scores or None,
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.SCT.Pneumothorax, codes.SCT.Absent)])
+    else:
+        group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_segment=hd.sr.ReferencedSegmentationFrame(
+                sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, frame_number=1,
+                segment_number=1,
+                source_image=hd.sr.SourceImageForSegmentation(source.SOPClassUID, source.SOPInstanceUID)),
+            finding_type=codes.SCT.Pneumothorax,
+            measurements=_measurements(measurement, algorithm) + scores,
+            qualitative_evaluations=_evaluations(measurement),
+        )
     device = hd.sr.DeviceObserverIdentifyingAttributes(uid=hd.UID(), name=ALGORITHM_NAME,
                                                        manufacturer_name=MANUFACTURER, model_name=pneumoseg.__version__)
     context = hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
@@ -51,7 +63,7 @@ def build_measurement_sr(image: DicomImage, seg: Dataset, measurement: Measureme
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
         sr = hd.sr.Comprehensive3DSR(
-            evidence=[source, seg], content=report[0], series_instance_uid=hd.UID(), series_number=SERIES_NUMBER,
+            evidence=[source] if seg is None else [source, seg], content=report[0], series_instance_uid=hd.UID(), series_number=SERIES_NUMBER,
             sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
             series_description="pneumoseg pneumothorax measurements (AI aid, not a diagnosis)")
     _frame_references_only(sr)

@@ -10,6 +10,7 @@ is a new instance).
   the folder fsynced, all before the sender is told it succeeded), waiting to be read;
 - ``done/<key>.dcm``: read; its results wait in ``outbox/<SOPInstanceUID>/``;
 - ``failed/<key>.dcm`` with ``.reason``: could not be read (a reason, no traceback);
+- ``skipped/<key>.dcm`` with ``.reason``: not what the node reads (the filter's reason);
 - ``outbox/<key>/*.dcm`` + ``COMPLETE``: results written, to be sent;
 - ``sent/<key>/``: every result was accepted by the destination.
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from pneumoseg.io import atomic_write_bytes
 
-STATES = ("queue", "done", "failed", "outbox", "sent", "seen")
+STATES = ("queue", "done", "failed", "skipped", "outbox", "sent", "seen")
 COMPLETE = "COMPLETE"
 
 
@@ -53,11 +54,13 @@ class SpoolStatus:
     outbox: list[str] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
         lines = [f"queued {len(self.queued)}, read {len(self.done)}, results waiting to be sent {len(self.outbox)}, "
-                 f"sent {len(self.sent)}, failed {len(self.failed)}"]
+                 f"sent {len(self.sent)}, failed {len(self.failed)}, skipped {len(self.skipped)}"]
         lines += [f"  failed {uid}: {reason}" for uid, reason in sorted(self.failed.items())]
+        lines += [f"  skipped {uid}: {reason}" for uid, reason in sorted(self.skipped.items())]
         return "\n".join(lines)
 
 
@@ -112,10 +115,11 @@ class Spool:
         os.replace(queued, self.folder("done") / f"{self.key_of(queued)}.dcm")
         _fsync_folder(self.folder("done"))
 
-    def mark_failed(self, queued: Path, reason: str) -> None:
+    def mark_failed(self, queued: Path, reason: str, *, state: str = "failed") -> None:
+        """Set ``queued`` aside in ``state`` (failed or skipped) with its one-line reason."""
         key = self.key_of(queued)
-        atomic_write_bytes(self.folder("failed") / f"{key}.reason", (" ".join(reason.split()) + "\n").encode())
-        os.replace(queued, self.folder("failed") / f"{key}.dcm")
+        atomic_write_bytes(self.folder(state) / f"{key}.reason", (" ".join(reason.split()) + "\n").encode())
+        os.replace(queued, self.folder(state) / f"{key}.dcm")
 
     def unsent(self) -> list[Path]:
         """Result folders that are complete and not yet accepted by the destination, oldest first."""
@@ -127,11 +131,13 @@ class Spool:
         _fsync_folder(self.folder("sent"))
 
     def status(self) -> SpoolStatus:
-        failed = {p.stem: p.read_text().strip() for p in self.folder("failed").glob("*.reason")}
+        failed, skipped = ({p.stem: p.read_text().strip() for p in self.folder(state).glob("*.reason")}
+                           for state in ("failed", "skipped"))
         return SpoolStatus(
             queued=[self.key_of(p) for p in sorted(self.folder("queue").glob("*.dcm"))],
             done=sorted(p.stem for p in self.folder("done").glob("*.dcm")),
             outbox=sorted(f.name for f in self.unsent()),
             sent=sorted(f.name for f in self.folder("sent").iterdir() if f.is_dir()),
             failed=failed,
+            skipped=skipped,
         )
