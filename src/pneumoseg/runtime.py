@@ -46,3 +46,17 @@ def describe_torch() -> dict[str, object]:
     return {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "deterministic": torch.are_deterministic_algorithms_enabled(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16": cpu_has_native_bf16()}
+
+
+def log_to_stderr() -> None:
+    """Show pneumoseg's INFO lines on stderr (the server's and the node's), next to their
+    libraries' own, without touching the root logger."""
+    import logging
+
+    package_logger = logging.getLogger("pneumoseg")
+    if not package_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        package_logger.addHandler(handler)
+        package_logger.setLevel(logging.INFO)
+        package_logger.propagate = False

@@ -77,6 +77,7 @@ from pneumoseg.infer.dicom_seg import build_dicom_seg, mask_at_source_size
 from pneumoseg.infer.pipeline import TwoStagePipeline
 from pneumoseg.infer.drawing import draw_overlay, encode_png
 from pneumoseg.infer.findings import image_measurement
+from pneumoseg.runtime import log_to_stderr
 from pneumoseg.serve.security import LOOPBACK_NAMES, Guard, check_bind
 from pneumoseg.serve.uploads import UPLOAD_SCHEMA, decode_upload, read_upload
 
@@ -286,7 +287,7 @@ def serve(cls_run: Path | None, seg_run: Path, host: str = "127.0.0.1", port: in
     from pneumoseg.infer.pipeline import build_torch_pipeline
 
     check_bind(host, token)
-    _log_to_stderr()
+    log_to_stderr()
     pipeline = build_torch_pipeline(cls_run, seg_run, device=device)
     app = create_app(pipeline, max_upload_mb=max_upload_mb, cache_size=cache_size, token=token,
                      allowed_hosts=allowed_hosts, cors_origins=cors_origins)
@@ -296,14 +297,3 @@ def serve(cls_run: Path | None, seg_run: Path, host: str = "127.0.0.1", port: in
 
 def _disposition(kind: str, filename: str) -> dict[str, str]:
     return {"Content-Disposition": f'{kind}; filename="{filename}"'}
-
-
-def _log_to_stderr() -> None:
-    """Show the viewer's INFO lines next to uvicorn's (without touching the root logger)."""
-    package_logger = logging.getLogger("pneumoseg")
-    if not package_logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
-        package_logger.addHandler(handler)
-        package_logger.setLevel(logging.INFO)
-        package_logger.propagate = False
