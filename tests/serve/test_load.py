@@ -8,7 +8,6 @@ documented 4xx, the server's memory stays bounded and it is still healthy afterw
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.helpers import stop_process
 
 HOST = "127.0.0.1"  # never any other interface
 MAX_UPLOAD_MB = 0.25  # the sample DICOMs are 115-130 KB
@@ -65,12 +66,7 @@ def server(tiny_runs, tmp_path):
             time.sleep(0.1)
         yield proc, base
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 
