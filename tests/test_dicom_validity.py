@@ -10,7 +10,8 @@ import pytest
 
 from pneumoseg.data.dicom import read_dicom
 from pneumoseg.data.synth.dicom_writer import SynthUids, write_synth_dicom
-from pneumoseg.infer.dicom_seg import build_dicom_seg, write_dicom_seg
+from pneumoseg.infer.dicom_seg import build_dicom_seg
+from pneumoseg.io import atomic_save
 from tests.helpers import dciodvfy_errors
 
 
@@ -35,7 +36,7 @@ def _seg_of_a_rectangle(source, tmp_path):
     mask = np.zeros(image.shape, bool)
     mask[image.shape[0] // 4:image.shape[0] // 2, image.shape[1] // 8:image.shape[1] // 3] = True
     path = tmp_path / f"{source.stem}-seg.dcm"
-    write_dicom_seg(path, build_dicom_seg(image, mask))
+    atomic_save(path, build_dicom_seg(image, mask).save_as)
     return path, mask
 
 

@@ -116,12 +116,13 @@ def test_a_negative_sr_states_that_no_pneumothorax_was_detected(sample_dicoms, t
 
     from pneumoseg.data.dicom import read_dicom
     from pneumoseg.data.measurements import measure_mask
-    from pneumoseg.infer.dicom_sr import build_measurement_sr, write_measurement_sr
+    from pneumoseg.infer.dicom_sr import build_measurement_sr
+    from pneumoseg.io import atomic_save
 
     image = read_dicom(sample_dicoms[0])
     nothing = measure_mask(np.zeros(image.shape, bool), image.spacing)[0]
     path = tmp_path / "negative-sr.dcm"
-    write_measurement_sr(path, build_measurement_sr(image, None, nothing, 0.125))
+    atomic_save(path, build_measurement_sr(image, None, nothing, 0.125).save_as)
     assert dciodvfy_errors(path) == []
     sr = hd.sr.srread(path)
     [group] = sr.content.get_image_measurement_groups()

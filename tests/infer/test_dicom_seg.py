@@ -18,7 +18,8 @@ from pneumoseg.cli import app
 from pneumoseg.data.dicom import read_dicom
 from pneumoseg.data.rle import rle_decode
 from pneumoseg.infer.dicom_outputs import DicomOutputs
-from pneumoseg.infer.dicom_seg import build_dicom_seg, mask_at_source_size, write_dicom_seg
+from pneumoseg.infer.dicom_seg import build_dicom_seg, mask_at_source_size
+from pneumoseg.io import atomic_save
 from pneumoseg.infer.pipeline import build_torch_pipeline
 from pneumoseg.infer.predict import predict_files, safe_name
 
@@ -87,7 +88,7 @@ def test_seg_of_a_rectangle_on_a_real_siim_file(sample_dicoms, tmp_path):
     mask[100:300, 600:650] = True  # tall and narrow, off the diagonal: a transpose would show
     mask[1000, 3] = True
     path = tmp_path / "seg.dcm"
-    write_dicom_seg(path, build_dicom_seg(image, mask))
+    atomic_save(path, build_dicom_seg(image, mask).save_as)
     check_seg(path, image.dataset, mask)
     assert [p.name for p in tmp_path.iterdir()] == ["seg.dcm"]  # no temporary left behind
     seg = pydicom.dcmread(path)
@@ -103,7 +104,7 @@ def test_seg_on_a_non_square_16_bit_monochrome1_image(tmp_path):
     mask = np.zeros(image.shape, dtype=bool)
     mask[10:40, 120:170] = True
     path = tmp_path / "seg.dcm"
-    write_dicom_seg(path, build_dicom_seg(image, mask))
+    atomic_save(path, build_dicom_seg(image, mask).save_as)
     check_seg(path, image.dataset, mask)
     assert "PatientBirthDate" not in image.dataset  # highdicom needs it; it was added on a copy
 
@@ -118,7 +119,7 @@ def test_seg_on_sources_with_unusual_headers(tmp_path, extra):
     mask = np.zeros(image.shape, dtype=bool)
     mask[5:9, 30:47] = True
     path = tmp_path / "seg.dcm"
-    write_dicom_seg(path, build_dicom_seg(image, mask))
+    atomic_save(path, build_dicom_seg(image, mask).save_as)
     check_seg(path, image.dataset, mask)
     assert list(image.dataset.get("PixelSpacing", [])) == list(extra.get("PixelSpacing", []))  # source untouched
 

@@ -5,7 +5,6 @@ series of its own (highdicom ``SCImage.from_ref_dataset``)."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import cv2
 import highdicom as hd
@@ -16,7 +15,6 @@ from pneumoseg.data.dicom import DicomImage
 from pneumoseg.data.measurements import Measurement
 from pneumoseg.infer.dicom_seg import MANUFACTURER, source_for_derived_object
 from pneumoseg.infer.drawing import RED, YELLOW, outline
-from pneumoseg.io import atomic_save
 
 SERIES_NUMBER = 9902
 SERIES_DESCRIPTION = "pneumoseg overlay (AI aid, not a diagnosis)"
@@ -80,7 +78,3 @@ def build_secondary_capture(image: DicomImage, mask: np.ndarray, text: str) -> h
         )
     sc.Laterality = ds.get("Laterality", "")  # General Series, Type 2C: the chest is not a paired part
     return sc
-
-
-def write_secondary_capture(path: Path, sc: hd.sc.SCImage) -> None:
-    atomic_save(Path(path), lambda tmp: sc.save_as(tmp))

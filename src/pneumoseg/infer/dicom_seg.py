@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -35,7 +34,6 @@ from pydicom.sr.codedict import codes
 import pneumoseg
 from pneumoseg.data.dicom import DicomImage
 from pneumoseg.data.preprocess import resize_mask
-from pneumoseg.io import atomic_save
 
 SEGMENT_LABEL = "Pneumothorax"
 ALGORITHM_NAME = "pneumoseg"
@@ -109,11 +107,6 @@ def build_dicom_seg(
     # SEG states the source's patient orientation (empty when the source gives none).
     seg.PatientOrientation = ds.get("PatientOrientation", "")
     return seg
-
-
-def write_dicom_seg(path: Path, seg: hd.seg.Segmentation) -> None:
-    """Save ``seg`` to ``path`` atomically (readers never see a half-written file)."""
-    atomic_save(Path(path), lambda tmp: seg.save_as(tmp))
 
 
 def source_for_derived_object(ds: Dataset, *, drop_spacing: bool = False) -> Dataset:

@@ -7,7 +7,6 @@ algorithm named with its version. It joins the source's study in a series of its
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import highdicom as hd
 from pydicom.dataset import Dataset
@@ -17,7 +16,6 @@ import pneumoseg
 from pneumoseg.data.dicom import DicomImage
 from pneumoseg.data.measurements import Measurement
 from pneumoseg.infer.dicom_seg import ALGORITHM_NAME, MANUFACTURER, source_for_derived_object
-from pneumoseg.io import atomic_save
 
 SERIES_NUMBER = 9903
 SCHEME = "99PNSEG"  # a private coding scheme for what no standard code names
@@ -98,7 +96,3 @@ def _evaluations(m: Measurement) -> list[hd.sr.QualitativeEvaluation]:
         if value in SIZE:
             found.append(hd.sr.QualitativeEvaluation(name, SIZE[value]))
     return found
-
-
-def write_measurement_sr(path: Path, sr: hd.sr.Comprehensive3DSR) -> None:
-    atomic_save(Path(path), lambda tmp: sr.save_as(tmp))

@@ -19,9 +19,7 @@ from pydicom.dataset import Dataset
 from pneumoseg.data.dicom import read_dicom, read_header
 from pneumoseg.data.preprocess import resize_mask
 from pneumoseg.errors import DicomReadError
-from pneumoseg.infer.dicom_sc import build_secondary_capture, summary_line
-from pneumoseg.infer.dicom_seg import build_dicom_seg
-from pneumoseg.infer.dicom_sr import build_measurement_sr
+from pneumoseg.infer.dicom_outputs import build_dicom_objects
 from pneumoseg.infer.findings import image_measurement
 from pneumoseg.infer.pipeline import TwoStagePipeline
 from pneumoseg.node.spool import Spool
@@ -57,13 +55,8 @@ def results_for(path: Path, pipeline: TwoStagePipeline) -> dict[str, bytes]:
     image = read_dicom(path)
     (pred,) = pipeline.predict([image.pixels])
     mask = resize_mask(pred.mask, image.shape)
-    measurement = image_measurement(image, mask)
-    seg = build_dicom_seg(image, mask) if mask.any() else None
-    objects = {"sr.dcm": _encoded(build_measurement_sr(image, seg, measurement, pred.probability)),
-               "sc.dcm": _encoded(build_secondary_capture(image, mask, summary_line(measurement, pred.probability)))}
-    if seg is not None:
-        objects["seg.dcm"] = _encoded(seg)
-    return objects
+    objects = build_dicom_objects(image, mask, image_measurement(image, mask), pred.probability, negative_sr=True)
+    return {f"{kind}.dcm": _encoded(dataset) for kind, dataset in objects.items()}
 
 
 def process_next(spool: Spool, pipeline: TwoStagePipeline, read_filter: ReadFilter = ReadFilter()) -> str | None:
