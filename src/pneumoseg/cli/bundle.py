@@ -18,10 +18,14 @@ ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="A model bundl
 
 
 @contextmanager
-def bundle_runs(model: Path | None, cls: Path | None, seg: Path | None) -> Iterator[tuple[Path | None, Path | None]]:
+def bundle_runs(model: Path | None, cls: Path | None, seg: Path | None, *,
+                both: bool = False) -> Iterator[tuple[Path | None, Path | None]]:
     """The (classifier, segmenter) run folders to use: ``cls``/``seg`` as given, or those of
-    ``model``, verified and unpacked into a temporary folder removed afterwards."""
+    ``model``, verified and unpacked into a temporary folder removed afterwards. ``both``: the
+    command needs the two stages (one line otherwise)."""
     if model is None:
+        if both and (cls is None or seg is None):
+            raise PneumosegError("give --cls RUN and --seg RUN, or --model model.zip")
         yield cls, seg
         return
     if cls is not None or seg is not None:

@@ -110,9 +110,7 @@ def export_onnx(
 
     if checkpoint not in {"auto", "best", "swa"}:
         raise PneumosegError(f"--checkpoint must be auto, best or swa, not {checkpoint!r}")
-    with bundle_runs(model, cls, seg) as (cls, seg):
-        if cls is None or seg is None:
-            raise PneumosegError("give --cls RUN and --seg RUN, or --model model.zip")
+    with bundle_runs(model, cls, seg, both=True) as (cls, seg):
         manifest = run_export(cls, seg, out, seg_checkpoint=checkpoint, opset=opset)
     typer.echo(render_export(manifest, out))
 

@@ -15,13 +15,13 @@ from pneumoseg.errors import PneumosegError
 node_app = typer.Typer(help="A DICOM node for PACS: `pneumoseg node --cls RUN --seg RUN --spool DIR --send-to AET@host:port`; `pneumoseg node status --spool DIR`.",
                        invoke_without_command=True)
 app.add_typer(node_app, name="node")
-SpoolOpt = Annotated[Path, typer.Option(help="Spool folder: received instances, results and their states (created).")]
+SPOOL_HELP = "Spool folder: received instances, results and their states (created)."
 
 
 @node_app.callback()
 def node(
     ctx: typer.Context,
-    spool: Annotated[Optional[Path], typer.Option(help="Spool folder: received instances, results and their states (created).")] = None,
+    spool: Annotated[Optional[Path], typer.Option(help=SPOOL_HELP)] = None,
     cls: Annotated[Optional[Path], typer.Option("--cls", help="Classifier run folder.")] = None,
     seg: Annotated[Optional[Path], typer.Option("--seg", help="Segmenter run folder.")] = None,
     model: ModelOpt = None,
@@ -53,9 +53,7 @@ def node(
     from pneumoseg.node.run import run_node
     from pneumoseg.runtime import log_to_stderr
 
-    with bundle_runs(model, cls, seg) as (cls, seg):
-        if cls is None or seg is None:
-            raise PneumosegError("give --cls RUN and --seg RUN, or --model model.zip")
+    with bundle_runs(model, cls, seg, both=True) as (cls, seg):
         pipeline = build_torch_pipeline(cls, seg, device=device)
     log_to_stderr()
     typer.echo(f"pneumoseg node {ae_title} on {host}:{port}, spool {spool} (Ctrl+C to stop)")
@@ -64,7 +62,7 @@ def node(
 
 
 @node_app.command("status")
-def status(spool: SpoolOpt) -> None:
+def status(spool: Annotated[Path, typer.Option(help=SPOOL_HELP)]) -> None:
     """Queued, read, waiting to be sent, sent, failed and skipped instances, with reasons."""
     from pneumoseg.node.spool import Spool
 

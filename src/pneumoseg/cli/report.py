@@ -12,7 +12,6 @@ import typer
 from pneumoseg.cli.base import ClsRunOpt, ConfigOpt, FoldEvalOpt, ImagesOpt, LabelsOpt, SetOpt, SplitsEvalOpt, app
 from pneumoseg.cli.bundle import bundle_runs
 from pneumoseg.cli.options import device_name
-from pneumoseg.errors import PneumosegError
 
 
 @app.command()
@@ -60,9 +59,7 @@ def report(
     curves, the Dice grid and best/median/worst cases."""
     from pneumoseg.evaluate.report import build_report
 
-    with bundle_runs(model, cls, seg) as (cls, seg):
-        if cls is None or seg is None:
-            raise PneumosegError("give --cls RUN and --seg RUN, or --model model.zip")
+    with bundle_runs(model, cls, seg, both=True) as (cls, seg):
         result = build_report(cls, seg, images, labels, out, test_images=test_images, test_labels=test_labels,
                               splits_path=splits, fold=fold, device=device_name(device), tta=tta)
     typer.echo(result.render())

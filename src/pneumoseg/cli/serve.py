@@ -45,9 +45,7 @@ def serve(
     except ImportError as exc:
         raise PneumosegError(f"the web viewer needs the serve extra ({exc.name} is missing): "
                              'pip install "pneumoseg[serve]"') from None
-    with bundle_runs(model, cls, seg) as (cls, seg):
-        if cls is None or seg is None:
-            raise PneumosegError("give --cls RUN and --seg RUN, or --model model.zip")
+    with bundle_runs(model, cls, seg, both=True) as (cls, seg):
         typer.echo(f"pneumoseg viewer: open http://{host}:{port}/ (Ctrl+C to stop)")
         run_server(cls, seg, host, port, device=device, max_upload_mb=max_upload_mb, cache_size=cache_size,
                    token=token, allowed_hosts=allowed_hosts or LOOPBACK_NAMES, cors_origins=cors_origin or ())
