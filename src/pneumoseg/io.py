@@ -77,10 +77,16 @@ SEAL_KEY = "content_sha256"
 """The key of a JSON file's own checksum (:func:`sealed`), over the rest of the file."""
 
 
-def json_digest(obj: dict[str, Any]) -> str:
-    """SHA-256 of ``obj`` without its :data:`SEAL_KEY`, as canonical JSON (sorted keys)."""
+def canonical_json(obj: dict[str, Any]) -> bytes:
+    """``obj`` without its :data:`SEAL_KEY`, as canonical JSON (sorted keys, no spaces): what
+    every checksum over a JSON document is taken of."""
     plain = {k: v for k, v in obj.items() if k != SEAL_KEY}
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def json_digest(obj: dict[str, Any]) -> str:
+    """SHA-256 of :func:`canonical_json` of ``obj``."""
+    return hashlib.sha256(canonical_json(obj)).hexdigest()
 
 
 def sealed(obj: dict[str, Any]) -> dict[str, Any]:

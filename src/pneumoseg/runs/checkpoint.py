@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pneumoseg.errors import PneumosegError
-from pneumoseg.io import atomic_save, atomic_write_json, sha256_of
+from pneumoseg.io import SEAL_KEY, atomic_save, atomic_write_json, canonical_json, sha256_of
 
 _VERSIONED = ("pneumoseg", "torch", "timm", "segmentation-models-pytorch", "albumentations", "pydicom")
 
@@ -43,7 +43,7 @@ def package_versions() -> dict[str, str]:
 
 
 META_KEY = "pneumoseg"  # the safetensors header key holding the JSON metadata
-DIGEST_KEY = "content_sha256"  # in that metadata: the checksum over the rest of it and the tensors
+DIGEST_KEY = SEAL_KEY  # in that metadata: the checksum over the rest of it and the tensors
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -59,8 +59,7 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
 def content_digest(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
     """SHA-256 over the metadata (canonical JSON, without the digest itself) and every tensor:
     a changed config value is caught like a changed weight."""
-    plain = {k: v for k, v in meta.items() if k != DIGEST_KEY}
-    digest = hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode())
+    digest = hashlib.sha256(canonical_json(meta))
     digest.update(tensor_digest(tensors).encode())
     return digest.hexdigest()
 
