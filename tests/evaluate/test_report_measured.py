@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pneumoseg.evaluate.report.markdown import bts_table, rim_table
-from pneumoseg.evaluate.report.measured import rim_agreement, truth_bts_classes
+from pneumoseg.evaluate.report.measured import bts_classes, rim_agreement, truth_measurements
 from pneumoseg.infer.outputs import ModelOutputs
 
 S = 128  # evaluation size; 0.5 mm per pixel there
@@ -26,8 +26,8 @@ def _outputs(widths: list[int], spacing: float | None = 0.5) -> ModelOutputs:
 
 def test_truth_classes_follow_the_20_mm_rim():
     out = _outputs([0, 30, 39, 40, 60])  # 0, 15, 19.5, 20, 30 mm
-    assert list(truth_bts_classes(out)) == ["none", "small", "small", "large", "large"]
-    assert list(truth_bts_classes(_outputs([30], spacing=None))) == ["unknown"]
+    assert list(bts_classes(truth_measurements(out))) == ["none", "small", "small", "large", "large"]
+    assert list(bts_classes(truth_measurements(_outputs([30], spacing=None)))) == ["unknown"]
 
 
 def test_rim_agreement_against_known_errors():

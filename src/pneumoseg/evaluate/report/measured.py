@@ -23,23 +23,25 @@ def _spacing(out: ModelOutputs, i: int) -> np.ndarray | None:
     return None if out.spacing is None else out.spacing[i]
 
 
-def truth_bts_classes(out: ModelOutputs) -> np.ndarray:
+def truth_measurements(out: ModelOutputs) -> list[Measurement]:
+    """Each image's ground truth, measured (one image-level :class:`Measurement` each)."""
+    return [_image_measurement(out.truth[i], _spacing(out, i)) for i in range(len(out.image_ids))]
+
+
+def bts_classes(truths: list[Measurement]) -> np.ndarray:
     """Each image's BTS class by its ground truth: small, large, none (healthy) or unknown."""
-    return np.array([_image_measurement(out.truth[i], _spacing(out, i)).bts_class for i in range(len(out.image_ids))],
-                    dtype=object)
+    return np.array([m.bts_class for m in truths], dtype=object)
 
 
-def rim_agreement(out: ModelOutputs, masks: np.ndarray) -> dict[str, Any]:
+def rim_agreement(out: ModelOutputs, masks: np.ndarray, truths: list[Measurement] | None = None) -> dict[str, Any]:
     """On the calibrated films positive in both truth and prediction: the true and measured
     lateral rim and apical distance (medians), their mean absolute error, and how often the
-    predicted BTS class is the true one."""
+    predicted BTS class is the true one. ``truths``: :func:`truth_measurements`, when known."""
+    truths = truths if truths is not None else truth_measurements(out)
     pairs = []
-    for i in range(len(out.image_ids)):
-        if not (out.truth[i].any() and masks[i].any()):
-            continue
-        true, measured = (_image_measurement(m, _spacing(out, i)) for m in (out.truth[i], masks[i]))
-        if true.lateral_mm is not None:
-            pairs.append((true, measured))
+    for i, true in enumerate(truths):
+        if true.area_px and true.lateral_mm is not None and masks[i].any():  # a calibrated finding, outlined
+            pairs.append((true, _image_measurement(masks[i], _spacing(out, i))))
     summary: dict[str, Any] = {"n": len(pairs)}
     for field in ("lateral_mm", "apical_mm"):
         truth = np.array([getattr(t, field) for t, _ in pairs], float)

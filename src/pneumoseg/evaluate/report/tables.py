@@ -25,7 +25,8 @@ from pneumoseg.config import PostprocessConfig
 from pneumoseg.evaluate.bootstrap import paired_bootstrap
 from pneumoseg.metrics import classification_metrics, dice_scores, fbeta_scores, iou_scores
 from pneumoseg.evaluate.validation import predicted_masks
-from pneumoseg.evaluate.report.measured import BTS_CLASSES, rim_agreement, truth_bts_classes
+from pneumoseg.data.measurements import Measurement
+from pneumoseg.evaluate.report.measured import BTS_CLASSES, bts_classes, rim_agreement, truth_measurements
 from pneumoseg.infer.outputs import ModelOutputs
 from pneumoseg.infer.postprocess import REFERENCE_SIZE
 from pneumoseg.infer.tune import TuneGrid, TuneResult, gated_mean_dice, threshold_dice_grid, tune_postprocess
@@ -212,8 +213,14 @@ def ablation_rows(outputs: dict[str, ModelOutputs], systems: list[System]) -> li
     alone with paired-bootstrap 95% intervals over images, the healthy films given a mask and
     Dice by pneumothorax size. A system without post-processing gives ``mean_dice`` None.
     """
+    return _scored(outputs, systems, truth_measurements(check_outputs(outputs)))[0]
+
+
+def _scored(outputs: dict[str, ModelOutputs], systems: list[System],
+            truths: list[Measurement]) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """:func:`ablation_rows`, and each scored system's masks (by key)."""
     base = check_outputs(outputs)
-    buckets, bts = size_buckets(base), truth_bts_classes(base)
+    buckets, bts = size_buckets(base), bts_classes(truths)
     masks = {s.key: m for s in systems if (m := _system_masks(outputs, s)) is not None}
     dice = {key: dice_scores(m, base.truth) for key, m in masks.items()}
     rows = []
@@ -236,20 +243,21 @@ def ablation_rows(outputs: dict[str, ModelOutputs], systems: list[System]) -> li
                 if s.key != other and other in dice:
                     row[field] = _interval(paired_bootstrap(mine, dice[other]))
         rows.append(row)
-    return rows
+    return rows, masks
 
 
 def split_summary(outputs: dict[str, ModelOutputs], systems: list[System]) -> dict[str, Any]:
     """One split's table with what it was measured on."""
     base = check_outputs(outputs)
-    buckets, bts = size_buckets(base), truth_bts_classes(base)
+    truths = truth_measurements(base)
+    buckets, bts = size_buckets(base), bts_classes(truths)
+    rows, masks = _scored(outputs, systems, truths)
     final = final_system(systems)
-    final_masks = _system_masks(outputs, final)
+    rim = None if final.key not in masks else {"system": final.name, **rim_agreement(base, masks[final.key], truths)}
     return {"n_images": len(base.image_ids), "n_positive": int(base.truth_positive.sum()), "eval_size": base.size,
             "n_by_size": {b: int((buckets == b).sum()) for b in SIZE_BUCKETS},
             "n_by_bts": {b: int((bts == b).sum()) for b in (*BTS_CLASSES, "unknown")},
-            "rows": ablation_rows(outputs, systems),
-            "rim": None if final_masks is None else {"system": final.name, **rim_agreement(base, final_masks)}}
+            "rows": rows, "rim": rim}
 
 
 def classifier_summary(out: ModelOutputs, threshold: float) -> dict[str, Any]:
