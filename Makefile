@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-all bench venv clean chromium
+.PHONY: demo test test-all bench venv clean chromium orthanc
 
 venv: $(STAMP)
 
@@ -31,10 +31,10 @@ $(STAMP): $(RUNTIME_STAMP)
 demo: $(RUNTIME_STAMP)
 	$(VENV)/bin/pneumoseg demo --out demo-output
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium orthanc
 	$(PY) -m pytest -q
 
-test-all: $(STAMP) chromium
+test-all: $(STAMP) chromium orthanc
 	$(PY) -m pytest -q -m "slow or not slow"
 
 # Speed benchmarks (not part of `make test`): writes benchmarks/results.json and RESULTS.md (~5 min on 2 cores).
@@ -44,6 +44,12 @@ bench: $(STAMP)
 # The browser tests (tests/serve/test_browser.py) drive Debian's chromium; CI runs as root.
 chromium:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# The PACS tests (tests/node/test_orthanc.py, tests/infer/test_dicomweb.py) start their own
+# Orthanc, Debian's, with its DICOMweb plugin; nothing is configured system-wide.
+orthanc:
+	test -x /usr/sbin/Orthanc -a -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so || \
+		(apt-get update -qq && apt-get install -y -qq orthanc orthanc-dicomweb)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

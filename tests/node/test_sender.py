@@ -10,7 +10,7 @@ pytest.importorskip("pynetdicom", reason="pynetdicom is in the dev extra: `make 
 from pynetdicom import AE, AllStoragePresentationContexts, evt  # noqa: E402
 
 from pneumoseg.errors import PneumosegError  # noqa: E402
-from pneumoseg.node.sender import Destination, send_pending  # noqa: E402
+from pneumoseg.node.sender import DimseDestination, parse_destination, send_pending  # noqa: E402
 from pneumoseg.node.worker import process_next  # noqa: E402
 from tests.infer.test_findings import RectanglePipeline  # noqa: E402
 from tests.node.test_receiver import _free_port  # noqa: E402
@@ -43,7 +43,7 @@ def test_results_reach_the_pacs_once_and_wait_while_it_is_down(sample_dicoms, tm
     while process_next(spool, RectanglePipeline()) is not None:
         pass
     pacs = FakePacs(_free_port())
-    destination = Destination("PACS", "127.0.0.1", pacs.port)
+    destination = DimseDestination("PACS", "127.0.0.1", pacs.port)
     assert send_pending(spool, destination, "PNEUMOSEG") == 0  # down: nothing marked sent
     assert len(spool.unsent()) == 3
     pacs.start()
@@ -63,5 +63,5 @@ def test_results_reach_the_pacs_once_and_wait_while_it_is_down(sample_dicoms, tm
 @pytest.mark.parametrize("text", ["ORTHANC", "ORTHANC@host", "A@b:0", "TOO_LONG_AE_TITLE_X@h:1"])
 def test_a_bad_destination_is_a_one_line_error(text):
     with pytest.raises(PneumosegError, match="give AET@host:port"):
-        Destination.parse(text)
-    assert str(Destination.parse("ORTHANC@127.0.0.1:4242")) == "ORTHANC@127.0.0.1:4242"
+        DimseDestination.parse(text)
+    assert str(DimseDestination.parse("ORTHANC@127.0.0.1:4242")) == "ORTHANC@127.0.0.1:4242"

@@ -12,7 +12,8 @@ import pytest
 
 from pneumoseg.infer.pipeline import Prediction
 from pneumoseg.node.spool import Spool
-from pneumoseg.node.worker import ReadFilter, process_next
+from pneumoseg.data.read_filter import ReadFilter
+from pneumoseg.node.worker import process_next
 from tests.helpers import dciodvfy_errors
 from tests.infer.test_findings import RectanglePipeline
 

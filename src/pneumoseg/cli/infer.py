@@ -16,8 +16,8 @@ from pneumoseg.io import shown
 
 @app.command()
 def predict(
-    images: Annotated[list[Path], typer.Option(help="DICOM folder (searched recursively) or files; repeatable.")],
     out: Annotated[Path, typer.Option(help="Submission CSV to write (ImageId,EncodedPixels).")],
+    images: Annotated[Optional[list[Path]], typer.Option(help="DICOM folder (searched recursively) or files; repeatable. Or --dicomweb with --study.")] = None,
     seg: Annotated[Optional[Path], typer.Option("--seg", help="Segmenter run folder (from `pneumoseg train seg`); --backend torch.")] = None,
     cls: ClsRunOpt = None,
     backend: Annotated[str, typer.Option(help="Run the models in torch (run folders) or onnx (an export-onnx folder).")] = "torch",
@@ -43,6 +43,9 @@ def predict(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     restart: Annotated[bool, typer.Option(help="Discard the rows of an interrupted run (OUT.partial) and start over.")] = False,
     model: ModelOpt = None,
+    dicomweb: Annotated[Optional[str], typer.Option(metavar="URL", help="Read the images from this DICOMweb server (WADO-RS), e.g. http://pacs:8042/dicom-web; with --study. The study's CR/DX chest PA/AP instances are fetched to OUT's folder (<OUT stem>-dicomweb/), the rest skipped.")] = None,
+    study: Annotated[Optional[str], typer.Option(metavar="UID", help="StudyInstanceUID to read with --dicomweb.")] = None,
+    stow: Annotated[Optional[str], typer.Option(metavar="URL", help="Store the study's DICOM outputs (--dicom-seg/--dicom-sr/--dicom-sc) at this DICOMweb server by STOW-RS.")] = None,
 ) -> None:
     """Predict pneumothorax masks for DICOM images and write a SIIM submission CSV.
 
@@ -58,9 +61,11 @@ def predict(
 
     A killed run, rerun with the same --out and settings, resumes from OUT.partial; with other
     settings or models it is refused unless --restart. Two runs on one --out: the second is
-    refused (OUT.lock)."""
+    refused (OUT.lock).
+
+    Pull mode: `--dicomweb URL --study UID [--stow URL]` reads one study from PACS and stores the
+    results back into it."""
     from pneumoseg.config import updated_postprocess
-    from pneumoseg.data.index import scan_dicoms
     from pneumoseg.infer.dicom_outputs import DicomOutputs
     from pneumoseg.infer.predict import predict_files
 
@@ -73,21 +78,21 @@ def predict(
         output_folder(option, folder)
     if dicom_sr is not None and dicom_seg is None:
         raise PneumosegError("--dicom-sr references the DICOM SEG of each finding: give --dicom-seg DIR too")
+    dicom = DicomOutputs(dicom_seg, dicom_sr, dicom_sc)
+    if stow is not None and not dicom:
+        raise PneumosegError("--stow stores the DICOM outputs: give --dicom-seg, --dicom-sr or --dicom-sc DIR")
     device = device_name(device) if backend == "torch" else device
-    scans = [scan_dicoms(root) for root in images]
-    paths = [p for scan in scans for p in scan.paths]
-    unreadable = {p: reason for scan in scans for p, reason in scan.problems.items()}
-    if not paths and not unreadable:
-        raise PneumosegError(f"no .dcm files found under {', '.join(shown(root) for root in images)}")
+    paths, unreadable = _input_files(images, dicomweb, study, out)
     with bundle_runs(model, cls, seg) as (cls, seg):
         pipeline = _build_pipeline(backend, cls, seg, onnx, seg_only=seg_only, checkpoint=checkpoint,
                                    tta=tta_flag(tta), device=device)
     updates = {"rule": rule, "cls_threshold": cls_threshold, "pixel_threshold": pixel_threshold, "min_area": min_area}
     pipeline.post = updated_postprocess(pipeline.post, updates, "command line")
     summary = predict_files(pipeline, paths, out, batch_size=batch_size, rle_fmt=rle, overlays=overlays, probs=probs,
-                            dicom=DicomOutputs(dicom_seg, dicom_sr, dicom_sc), findings=findings,
-                            unreadable=unreadable, restart=restart)
+                            dicom=dicom, findings=findings, unreadable=unreadable, restart=restart)
     typer.echo(summary.render())
+    if stow is not None:
+        _store_results(stow, dicom, study if dicomweb else None, paths)
     if summary.errors:
         raise typer.Exit(1)
 
@@ -147,6 +152,50 @@ def tune(
     typer.echo(result.render())
     typer.echo(f"saved {path}")
 
+
+
+def _input_files(images: list[Path] | None, dicomweb: str | None, study: str | None,
+                 out: Path) -> tuple[list[Path], dict[Path, str]]:
+    """The DICOM files to read and the unreadable ones with reasons: from --images, or fetched
+    from --dicomweb (the files stay beside OUT, so a rerun fetches only what is missing)."""
+    from pneumoseg.data.index import scan_dicoms
+
+    if (dicomweb is None) == (not images):
+        raise PneumosegError("give --images DIR, or --dicomweb URL --study UID (one of the two)")
+    if dicomweb is not None:
+        from pneumoseg.infer.dicomweb import fetch_study
+        from pneumoseg.infer.predict import safe_name
+
+        if not study:
+            raise PneumosegError("--dicomweb reads one study: give --study StudyInstanceUID")
+        fetched = fetch_study(dicomweb, study, out.parent / f"{out.stem}-dicomweb" / safe_name(study))
+        typer.echo(fetched.render(study))
+        if not fetched.paths:
+            raise PneumosegError(f"{dicomweb}: study {study} has no radiographs to read")
+        return fetched.paths, {}
+    if study is not None:
+        raise PneumosegError("--study is for --dicomweb URL")
+    scans = [scan_dicoms(root) for root in images]
+    paths = [p for scan in scans for p in scan.paths]
+    unreadable = {p: reason for scan in scans for p, reason in scan.problems.items()}
+    if not paths and not unreadable:
+        raise PneumosegError(f"no .dcm files found under {', '.join(shown(root) for root in images)}")
+    return paths, unreadable
+
+
+def _store_results(url: str, dicom, study: str | None, paths: list[Path]) -> None:
+    """STOW-RS the DICOM outputs of the studies just read (with --dicomweb: of --study)."""
+    from pneumoseg.data.dicom import read_header
+    from pneumoseg.errors import DicomReadError
+    from pneumoseg.infer.dicomweb import store_study_results
+
+    studies = {study} if study else set()
+    for path in paths if not study else ():
+        try:
+            studies.add(str(read_header(path).get("StudyInstanceUID", "")))
+        except DicomReadError:  # listed in errors.csv already
+            pass
+    typer.echo(f"stored {store_study_results(url, dicom, studies)} DICOM objects at {url}")
 
 
 def _build_pipeline(backend: str, cls: Path | None, seg: Path | None, onnx_dir: Path | None, *, seg_only: bool,

@@ -9,56 +9,71 @@ import typer
 
 from pneumoseg.cli.base import app
 from pneumoseg.cli.bundle import ModelOpt, bundle_runs
-from pneumoseg.cli.options import at_least, device_name
+from pneumoseg.cli.options import device_name
 from pneumoseg.errors import PneumosegError
 
 node_app = typer.Typer(help="A DICOM node for PACS: `pneumoseg node --cls RUN --seg RUN --spool DIR --send-to AET@host:port`; `pneumoseg node status --spool DIR`.",
                        invoke_without_command=True)
 app.add_typer(node_app, name="node")
 SPOOL_HELP = "Spool folder: received instances, results and their states (created)."
+Repeated = Optional[list[str]]
 
 
 @node_app.callback()
 def node(
     ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file with any of the settings below (keys as the options, with _: spool, cls, seg, model, ae_title, host, port, send_to, stow, allow_callers, modalities, body_parts, views, retry_max_s, device); options given here override it. Relative paths are relative to the file.")] = None,
     spool: Annotated[Optional[Path], typer.Option(help=SPOOL_HELP)] = None,
     cls: Annotated[Optional[Path], typer.Option("--cls", help="Classifier run folder.")] = None,
     seg: Annotated[Optional[Path], typer.Option("--seg", help="Segmenter run folder.")] = None,
     model: ModelOpt = None,
-    ae_title: Annotated[str, typer.Option(help="This node's AE title.")] = "PNEUMOSEG",
-    host: Annotated[str, typer.Option(help="Address to listen on (beyond loopback needs --allow-caller).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="DICOM port to listen on.")] = 11112,
-    send_to: Annotated[Optional[str], typer.Option(help="Where results go by C-STORE: AET@host:port (the PACS). Without it they stay in the spool.")] = None,
-    allow_caller: Annotated[Optional[list[str]], typer.Option(help="Calling AE title allowed to send (repeatable); others are rejected at association.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    ae_title: Annotated[Optional[str], typer.Option(help="This node's AE title [default: PNEUMOSEG].")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on; beyond loopback needs --allow-caller [default: 127.0.0.1].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="DICOM port to listen on [default: 11112].")] = None,
+    send_to: Annotated[Optional[str], typer.Option(help="Send results by C-STORE to AET@host:port (the PACS).")] = None,
+    stow: Annotated[Optional[str], typer.Option(metavar="URL", help="Send results by STOW-RS to this DICOMweb URL instead, e.g. http://pacs:8042/dicom-web. Without either, results stay in the spool.")] = None,
+    allow_caller: Annotated[Repeated, typer.Option(help="Calling AE title allowed to send (repeatable); others are rejected at association.")] = None,
+    modality: Annotated[Repeated, typer.Option(help="Modality to read (repeatable) [default: CR DX].")] = None,
+    body_part: Annotated[Repeated, typer.Option(help="BodyPartExamined to read (repeatable) [default: CHEST].")] = None,
+    view: Annotated[Repeated, typer.Option(help="ViewPosition to read (repeatable) [default: PA AP].")] = None,
+    retry_max: Annotated[Optional[float], typer.Option(help="Longest wait in seconds between sends while the PACS is down (from 1 s, doubling) [default: 60].")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto [default: cpu].")] = None,
 ) -> None:
-    """Listen for C-STORE of chest radiographs (CR/DX/SC; Modality CR/DX, BodyPartExamined
-    CHEST, ViewPosition PA/AP are read, the rest is skipped with its reason), read each, and send
-    SEG + SR + Secondary Capture (an SR for a healthy film too) back by C-STORE. Every received
-    instance is fsynced to the spool before it is acknowledged; a restart continues where a
-    crash stopped. Exit with Ctrl+C."""
+    """Listen for C-STORE of chest radiographs (CR/DX/SC storage; by default Modality CR/DX,
+    BodyPartExamined CHEST and ViewPosition PA/AP are read, the rest is skipped with its
+    reason), read each, and send SEG + SR + Secondary Capture (an SR for a healthy film too)
+    back by C-STORE or STOW-RS. Every received instance is fsynced to the spool before it is
+    acknowledged; a restart continues where a crash stopped. The settings used are saved as
+    SPOOL/node.yaml. Exit with Ctrl+C. See docs/deployment.md."""
     if ctx.invoked_subcommand is not None:
         return
-    from pneumoseg.node.sender import Destination
+    from pneumoseg.node.sender import parse_destination
+    from pneumoseg.node.settings import load_node_settings, save_node_settings
     from pneumoseg.serve.security import is_loopback
 
-    if spool is None:
-        raise PneumosegError("give --spool DIR (where received instances and results are kept)")
-    at_least("--port", port)
-    destination = Destination.parse(send_to) if send_to else None
-    if not is_loopback(host) and not allow_caller:
-        raise PneumosegError(f"--host {host} would accept any caller on the network: name the PACS with --allow-caller AET")
-    device = device_name(device)
+    settings = load_node_settings(config, dict(
+        spool=spool, cls=cls, seg=seg, model=model, ae_title=ae_title, host=host, port=port, send_to=send_to,
+        stow=stow, allow_callers=allow_caller, modalities=modality, body_parts=body_part, views=view,
+        retry_max_s=retry_max, device=device))
+    destination = parse_destination(settings.send_to, settings.stow)
+    if not is_loopback(settings.host) and not settings.allow_callers:
+        raise PneumosegError(f"--host {settings.host} would accept any caller on the network: "
+                             "name the PACS with --allow-caller AET")
+    device_used = device_name(settings.device)
     from pneumoseg.infer.pipeline import build_torch_pipeline
     from pneumoseg.node.run import run_node
     from pneumoseg.runtime import log_to_stderr
 
-    with bundle_runs(model, cls, seg, both=True) as (cls, seg):
-        pipeline = build_torch_pipeline(cls, seg, device=device)
+    with bundle_runs(settings.model, settings.cls, settings.seg, both=True) as (cls_run, seg_run):
+        pipeline = build_torch_pipeline(cls_run, seg_run, device=device_used)
+    settings.spool.mkdir(parents=True, exist_ok=True)
+    save_node_settings(settings, settings.spool / "node.yaml")
     log_to_stderr()
-    typer.echo(f"pneumoseg node {ae_title} on {host}:{port}, spool {spool} (Ctrl+C to stop)")
-    run_node(pipeline, spool, ae_title=ae_title, host=host, port=port, destination=destination,
-             allowed_callers=allow_caller or ())
+    typer.echo(f"pneumoseg node {settings.ae_title} on {settings.host}:{settings.port}, spool {settings.spool} "
+               "(Ctrl+C to stop)")
+    run_node(pipeline, settings.spool, ae_title=settings.ae_title, host=settings.host, port=settings.port,
+             destination=destination, allowed_callers=settings.allow_callers, read_filter=settings.read_filter(),
+             max_backoff_s=settings.retry_max_s)
 
 
 @node_app.command("status")

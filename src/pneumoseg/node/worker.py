@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
 from pneumoseg.data.dicom import read_dicom, read_header
+from pneumoseg.data.read_filter import ReadFilter
 from pneumoseg.data.preprocess import resize_mask
 from pneumoseg.errors import DicomReadError
 from pneumoseg.infer.dicom_outputs import build_dicom_objects
@@ -25,23 +25,6 @@ from pneumoseg.infer.pipeline import TwoStagePipeline
 from pneumoseg.node.spool import Spool
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReadFilter:
-    """Which instances the node reads (header values, compared upper-case)."""
-
-    modalities: tuple[str, ...] = ("CR", "DX")
-    body_parts: tuple[str, ...] = ("CHEST",)
-    views: tuple[str, ...] = ("PA", "AP")
-
-    def reason_to_skip(self, ds: Dataset) -> str | None:
-        for keyword, allowed in (("Modality", self.modalities), ("BodyPartExamined", self.body_parts),
-                                 ("ViewPosition", self.views)):
-            value = str(ds.get(keyword, "") or "").strip().upper()
-            if allowed and value not in allowed:
-                return f"{keyword} {value or '(none)'} is not one of {', '.join(allowed)}"
-        return None
 
 
 def _encoded(dataset: Dataset) -> bytes:
