@@ -78,3 +78,21 @@ def test_a_non_image_object_is_refused_by_presentation_context(node):
     assert assoc.is_established
     assert [c.abstract_syntax for c in assoc.accepted_contexts] == [Verification]
     assoc.release()
+
+
+def test_only_transfer_syntaxes_pydicom_can_decode_are_accepted(node):
+    """An image offered in a syntax without a decoder here is refused at negotiation (the PACS
+    then sends or transcodes to one the node reads), never accepted and failed later."""
+    from pydicom.pixels import get_decoder
+
+    _, port = node
+    htj2k = "1.2.840.10008.1.2.4.203"  # High-Throughput JPEG 2000: needs a plugin the node does not install
+    if get_decoder(htj2k).is_available:
+        pytest.skip("an HTJ2K decoder is installed here")
+    scu = AE(ae_title="PACS")
+    scu.add_requested_context(SecondaryCaptureImageStorage, htj2k)
+    scu.add_requested_context(SecondaryCaptureImageStorage, "1.2.840.10008.1.2.4.50")
+    assoc = scu.associate("127.0.0.1", port, ae_title="PNEUMOSEG")
+    assert assoc.is_established
+    assert [c.transfer_syntax[0] for c in assoc.accepted_contexts] == ["1.2.840.10008.1.2.4.50"]
+    assoc.release()

@@ -41,12 +41,29 @@ def instance_bytes(dataset: Dataset, file_meta: FileMetaDataset) -> bytes:
     return buffer.getvalue()
 
 
+def decodable_transfer_syntaxes() -> list[str]:
+    """The transfer syntaxes whose pixels pydicom can decode here, with the plugins installed.
+    Only these are accepted at association, so a PACS sends an image in one the node can read
+    (or transcodes it) instead of having it accepted and then failing."""
+    from pydicom.pixels import get_decoder
+
+    syntaxes = []
+    for uid in ALL_TRANSFER_SYNTAXES:
+        try:
+            if get_decoder(uid).is_available:
+                syntaxes.append(uid)
+        except NotImplementedError:  # pydicom has no decoder for it at all (video, JPIP, ...)
+            continue
+    return syntaxes
+
+
 def build_listener(spool: Spool, ae_title: str, *, allowed_callers: Sequence[str] = ()) -> tuple[AE, list]:
     """The Application Entity and its event handlers, ready for ``ae.start_server``."""
     ae = AE(ae_title=ae_title)
     ae.add_supported_context(Verification)
+    syntaxes = decodable_transfer_syntaxes()
     for sop_class in STORAGE_CLASSES:
-        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(sop_class, syntaxes)
     if allowed_callers:
         ae.require_calling_aet = list(allowed_callers)
 
