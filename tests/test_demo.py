@@ -101,3 +101,17 @@ def test_full_demo_gate_beats_segmentation_alone_within_budget(full_demo):
 def test_full_demo_two_stage_beats_all_empty_by_five_points(full_demo):
     summary, _ = full_demo
     assert _final_two_stage(summary)["delta_vs_empty"]["mean"] >= 0.05
+
+
+def test_the_cv_demo_tunes_out_of_fold_and_scores_the_ensemble_beside_each_fold(reduced_config, tmp_path):
+    from pneumoseg.demo import run_cv_demo
+
+    out = tmp_path / "demo"
+    result = run_cv_demo(out, n_folds=2, config=reduced_config, **REDUCED)
+    assert len(read_labels(out / "test" / "submission-cv-ensemble.csv")) == 6
+    saved = json.loads((out / "cv" / "segmenter" / "postprocess.json").read_text())
+    assert saved["source"]["out_of_fold"] and saved["source"]["n_folds"] == 2
+    cv = json.loads((out / "cv" / "report" / "cv.json").read_text())
+    assert len(cv["test"]["fold_dice"]) == 2
+    text = result.summary.read_text()
+    assert "ensemble of 2" in text and "mean single fold" in text and "two_stage_ensemble" in text

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from pneumoseg.config import Config, load_config
 from pneumoseg.data.index import find_dicoms
 from pneumoseg.data.synth import generate_dataset
-from pneumoseg.evaluate.report import Report, collect_report_outputs, compute_report, describe_runs, json_safe
+from pneumoseg.evaluate.report import Report, compute_report, describe_runs, json_safe
 from pneumoseg.evaluate.report.markdown import (
     OPTIMISTIC,
     ablation_table,
@@ -39,7 +39,7 @@ from pneumoseg.evaluate.report.markdown import (
 )
 from pneumoseg.evaluate.report.tables import System, final_system, tune_systems
 from pneumoseg.evaluate.scoring import evaluate_submission
-from pneumoseg.evaluate.validation import labelled_samples, validation_samples
+from pneumoseg.evaluate.validation import ablation_outputs, labelled_samples, validation_samples
 from pneumoseg.infer.pipeline import build_torch_pipeline
 from pneumoseg.infer.predict import predict_files
 from pneumoseg.infer.tune import save_postprocess
@@ -155,6 +155,45 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_cv_demo(out: Path, *, n_folds: int, n_train: int = 700, n_test: int = 200, seed: int = 0, size: int = 1024,
+                config: Config | None = None, progress: bool = True) -> DemoResult:
+    """The winners' workflow in small: both stages trained on ``n_folds`` folds of one split
+    (the classifier of fold K from the segmenter of fold K), every system tuned on the
+    out-of-fold outputs, the fold ensemble scored on the held-out test beside each single fold
+    (OUT/cv/report/cv.md), and the ensemble's full-resolution test CSV. Writes OUT/cv-summary.md."""
+    from pneumoseg.evaluate.report.cv import build_cv_report, cv_markdown
+    from pneumoseg.train.cv import train_cv
+
+    out = Path(out)
+    config = config or load_config("demo")
+    configure_torch(config.runtime)
+    result = DemoResult(out)
+    data = out / "data"
+    train_images, train_labels = data / "dicom-images-train", data / "train-rle.csv"
+    test_images, test_labels = data / "dicom-images-test", data / "test-rle.csv"
+    cls_cv, seg_cv = out / "cv" / "classifier", out / "cv" / "segmenter"
+    with _step(result, "synthetic data"):
+        if not test_labels.is_file():
+            generate_dataset(data, n_train, test_n=n_test, seed=seed, size=size, progress=progress)
+    with _step(result, f"train segmenter, {n_folds} folds"):
+        train_cv("seg", train_images, train_labels, config, seg_cv, n_folds=n_folds, resume=True, progress=progress)
+    with _step(result, f"train classifier, {n_folds} folds"):
+        train_cv("cls", train_images, train_labels, config, cls_cv, n_folds=n_folds, resume=True, progress=progress,
+                 pretrained_cv=seg_cv)
+    with _step(result, "out-of-fold outputs, tune, ensemble on test, report"):
+        report, summary, systems = build_cv_report(cls_cv, seg_cv, train_images, train_labels, out / "cv" / "report",
+                                                   test_images=test_images, test_labels=test_labels, progress=progress)
+        _tune_and_save(systems, seg_cv)
+        result.report, result.table = report.markdown_path, report.render()
+    with _step(result, "predict test (fold ensemble)"):
+        csv_path = out / "test" / "submission-cv-ensemble.csv"
+        predict_files(build_torch_pipeline(cls_cv, seg_cv), find_dicoms(test_images), csv_path, progress=progress)
+        result.test_scores["two_stage_ensemble"] = evaluate_submission(csv_path, test_labels).summary()
+    result.summary = out / "cv-summary.md"
+    atomic_write_text(result.summary, "\n".join(["```", result.render().strip(), "```", "", cv_markdown(summary)]))
+    return result
+
+
 def run_demo(out: Path, *, n_train: int = 700, n_test: int = 200, seed: int = 0, size: int = 1024,
              config: Config | None = None, progress: bool = True, command: str | None = None) -> DemoResult:
     out = Path(out)
@@ -184,8 +223,8 @@ def run_demo(out: Path, *, n_train: int = 700, n_test: int = 200, seed: int = 0,
                              pretrained=checkpoint_path(seg_run, "auto"), splits_path=splits)
     with _step(result, "model outputs"):  # once, for tuning and for the report
         val_samples = validation_samples(seg_run, train_images, train_labels, cls_run=cls_run)
-        validation = collect_report_outputs(cls_run, seg_run, val_samples, desc="validation", progress=progress)
-        test = collect_report_outputs(cls_run, seg_run, labelled_samples(test_images, test_labels), desc="test",
+        validation = ablation_outputs(cls_run, seg_run, val_samples, desc="validation", progress=progress)
+        test = ablation_outputs(cls_run, seg_run, labelled_samples(test_images, test_labels), desc="test",
                                       progress=progress)
     with _step(result, "tune"):
         systems = tune_systems(validation)

@@ -58,13 +58,11 @@ def export_onnx(cls_run: Path, seg_run: Path, out_dir: Path, *, seg_checkpoint: 
     ``check_outputs`` (and onnxruntime installed) ONNX Runtime's output on a random image is also
     compared with PyTorch's. Returns the manifest written to ``onnx.json``.
     """
-    from pneumoseg.runs.trained import load_trained
-
     require("onnx")
-    segmenter = load_trained(seg_run, seg_checkpoint, expect="segmenter")
-    classifier = load_trained(cls_run, "best", expect="classifier")
+    segmenters = _stage_models(seg_run, seg_checkpoint, "segmenter")
+    classifiers = _stage_models(cls_run, "best", "classifier")
     post_path = Path(seg_run) / "postprocess.json"
-    post = load_postprocess(seg_run, segmenter.config.postprocess)
+    post = load_postprocess(seg_run, segmenters[0].config.postprocess)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST).unlink(missing_ok=True)
@@ -76,9 +74,10 @@ def export_onnx(cls_run: Path, seg_run: Path, out_dir: Path, *, seg_checkpoint: 
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
-    for trained in (classifier, segmenter):
-        entry = _export_model(trained, out_dir / FILES[trained.kind], opset, check_outputs)
-        if trained.kind == "classifier":
+    for models in (classifiers, segmenters):
+        kind = models[0].kind
+        entry = _export_stage(models, out_dir, opset, check_outputs)
+        if kind == "classifier":
             entry["output"]["meaning"] = ("pneumothorax logit; probability = sigmoid(logit); the image is segmented "
                                           "when probability >= segmenter.postprocess.cls_threshold")
         else:
@@ -86,10 +85,28 @@ def export_onnx(cls_run: Path, seg_run: Path, out_dir: Path, *, seg_checkpoint: 
                                           "resized to 1024x1024 and post-processed as in segmenter.postprocess")
             entry["postprocess"] = post.model_dump(mode="json")
             entry["postprocess_source"] = str(post_path.resolve()) if post_path.is_file() else "run config"
-        manifest[trained.kind] = entry
+        manifest[kind] = entry
     manifest = sealed(manifest)
     atomic_write_json(out_dir / MANIFEST, manifest)
     return manifest
+
+
+def _stage_models(run: Path, which: str, kind: str) -> list:
+    """The run's model, or a CV folder's folds (exported as an ensemble)."""
+    from pneumoseg.runs.cv import fold_runs, is_cv_folder
+    from pneumoseg.runs.trained import load_trained
+
+    return [load_trained(fold, which, expect=kind) for fold in (fold_runs(run) if is_cv_folder(run) else [run])]
+
+
+def _export_stage(models: list, out_dir: Path, opset: int, check_outputs: bool) -> dict[str, Any]:
+    """One stage's manifest entry: its model, or its folds as ``members`` (``<kind>-fold<K>.onnx``,
+    averaged by the ONNX back-end) with the first fold's entry as the stage's description."""
+    kind = models[0].kind
+    if len(models) == 1:
+        return _export_model(models[0], out_dir / FILES[kind], opset, check_outputs)
+    entries = [_export_model(m, out_dir / f"{kind}-fold{k}.onnx", opset, check_outputs) for k, m in enumerate(models)]
+    return {**entries[0], "members": [{key: e[key] for key in ("file", "sha256", "bytes", "source")} for e in entries]}
 
 
 def _versions() -> dict[str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import typer
 
-from pneumoseg.cli import data, infer, bundle, report, serve, node, train  # noqa: F401, I001  (each registers its commands, in this order)
+from pneumoseg.cli import data, infer, bundle, report, serve, node, train, cv  # noqa: F401, I001  (each registers its commands, in this order)
 from pneumoseg.cli.base import app
 from pneumoseg.errors import PneumosegError
 

@@ -43,6 +43,5 @@ PretrainedOpt = Annotated[Optional[Path], typer.Option(help="Local weight file (
 ResumeOpt = Annotated[bool, typer.Option(help="Continue from the run folder's last saved epoch.")]
 SplitsOpt = Annotated[Optional[Path], typer.Option(help="splits.json to reuse or create (default: splits.json in the run folder; give the second stage the same file).")]
 ClsRunOpt = Annotated[Optional[Path], typer.Option("--cls", help="Classifier run folder (from `pneumoseg train cls`).")]
-SegRunOpt = Annotated[Path, typer.Option("--seg", help="Segmenter run folder (from `pneumoseg train seg`).")]
 FoldEvalOpt = Annotated[int, typer.Option(help="Fold of splits.json whose validation images are used.")]
 SplitsEvalOpt = Annotated[Optional[Path], typer.Option(help="splits.json (default: the one the segmenter was trained with).")]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from pneumoseg.cli.bundle import ModelOpt, bundle_runs
-from pneumoseg.cli.base import ClsRunOpt, FoldEvalOpt, ImagesOpt, LabelsOpt, SegRunOpt, SplitsEvalOpt, app
+from pneumoseg.cli.base import ClsRunOpt, FoldEvalOpt, ImagesOpt, LabelsOpt, SplitsEvalOpt, app
 from pneumoseg.cli.options import at_least, device_name, output_file, output_folder, rle_format, tta_flag
 from pneumoseg.errors import PneumosegError
 from pneumoseg.io import shown
@@ -123,10 +123,11 @@ def export_onnx(
 
 @app.command()
 def tune(
-    seg: SegRunOpt,
     images: ImagesOpt,
     labels: LabelsOpt,
+    seg: Annotated[Optional[Path], typer.Option("--seg", help="Segmenter run folder (from `pneumoseg train seg`).")] = None,
     cls: Annotated[Optional[Path], typer.Option("--cls", help="Classifier run folder: tune the two-stage pipeline (postprocess.json). Without it: tune segmentation alone (postprocess-seg-only.json).")] = None,
+    cv: Annotated[Optional[str], typer.Option("--cv", metavar="CLS_CV,SEG_CV", help="Tune on the out-of-fold outputs of two `pneumoseg cv train` folders (two-stage), or of one segmenter CV (segmentation alone), instead of --cls/--seg; saved in the segmenter CV folder.")] = None,
     rule: Annotated[str, typer.Option(help="Rule to tune: best (compare both), threshold or triplet.")] = "best",
     checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or hflip.")] = "none",
@@ -134,24 +135,48 @@ def tune(
     splits: SplitsEvalOpt = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
 ) -> None:
-    """Choose the post-processing on the validation split by SIIM mean Dice, for one system.
+    """Choose the post-processing by SIIM mean Dice, for one system: on the validation split,
+    or with --cv on every training image, each predicted by the fold that did not see it.
 
     With --cls: classifier threshold, pixel threshold and min_area of the two-stage pipeline,
     saved as postprocess.json next to the segmenter run (used by predict). Without --cls:
     segmentation alone, saved as postprocess-seg-only.json (used by predict --seg-only)."""
-    from pneumoseg.evaluate.validation import outputs_from_runs, validation_samples
     from pneumoseg.infer.tune import save_postprocess, tune_postprocess
 
     if rule not in {"best", "threshold", "triplet"}:
         raise PneumosegError(f"--rule must be best, threshold or triplet, not {rule!r}")
-    samples = validation_samples(seg, images, labels, splits_path=splits, fold=fold, cls_run=cls)
-    outputs = outputs_from_runs(cls, seg, samples, checkpoint=checkpoint, tta=tta_flag(tta), device=device_name(device),
-                                desc="validation inference")
+    if cv is not None:
+        if cls is not None or seg is not None:
+            raise PneumosegError("--cv replaces --cls and --seg; give one or the other")
+        from pneumoseg.cli.cv import cv_folders
+
+        cls, seg = cv_folders(cv)
+        outputs, source = _oof_for_tuning(cls, seg, images, labels, checkpoint, tta_flag(tta), device_name(device))
+    else:
+        from pneumoseg.evaluate.validation import outputs_from_runs, validation_samples
+
+        if seg is None:
+            raise PneumosegError("give --seg RUN (and --cls RUN for the two-stage pipeline), or --cv CLS_CV,SEG_CV")
+        samples = validation_samples(seg, images, labels, splits_path=splits, fold=fold, cls_run=cls)
+        outputs, source = outputs_from_runs(cls, seg, samples, checkpoint=checkpoint, tta=tta_flag(tta),
+                                            device=device_name(device), desc="validation inference"), None
     result = tune_postprocess(outputs, rule=rule, gated=cls is not None)
+    result.source = source
     path = save_postprocess(result, seg)
     typer.echo(result.render())
     typer.echo(f"saved {path}")
 
+
+def _oof_for_tuning(cls: Path | None, seg: Path, images: Path, labels: Path, checkpoint: str, tta: bool, device: str):
+    """The out-of-fold outputs of the checkpoint (and TTA) predict will use, and their source."""
+    from pneumoseg.evaluate.cv import oof_outputs, oof_source
+
+    variants = oof_outputs(cls, seg, images, labels, device=device)
+    final = "swa" if "swa" in variants and checkpoint != "best" else "best"
+    key = f"{final}+tta" if tta else final
+    if key not in variants:
+        raise PneumosegError(f"no out-of-fold outputs for checkpoint {final}{' with TTA' if tta else ''}")
+    return variants[key], oof_source(seg, variants[key].size)
 
 
 def _input_files(images: list[Path] | None, dicomweb: str | None, study: str | None,

@@ -8,6 +8,7 @@ the same :func:`outputs_from_runs`. Masks are scored at the outputs' evaluation 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from pneumoseg.infer.outputs import ModelOutputs, collect_outputs
 from pneumoseg.infer.pipeline import build_torch_pipeline
 from pneumoseg.infer.postprocess import postprocess
 from pneumoseg.runs.run_info import read_run_config, read_run_info
+from pneumoseg.runs.trained import has_checkpoint
 
 
 def recorded_splits(run_dir: Path) -> Path | None:
@@ -76,10 +78,10 @@ def labelled_samples(images: Path, labels: Path) -> list[Sample]:
 
 def outputs_from_runs(cls_run: Path | None, seg_run: Path, samples: list[Sample], *, checkpoint: str = "auto",
                       tta: bool = False, device: str = "cpu", desc: str = "inference",
-                      progress: bool = True) -> ModelOutputs:
+                      progress: bool = True, size: int | None = None) -> ModelOutputs:
     """Run the trained models (the classifier only when ``cls_run`` is given) on ``samples``."""
     pipeline = build_torch_pipeline(cls_run, seg_run, seg_checkpoint=checkpoint, tta=tta, device=device)
-    return collect_outputs(samples, pipeline.segmenter, pipeline.classifier, desc=desc, progress=progress)
+    return collect_outputs(samples, pipeline.segmenter, pipeline.classifier, desc=desc, progress=progress, size=size)
 
 
 def predicted_masks(out: ModelOutputs, post: PostprocessConfig, *, gated: bool = True) -> np.ndarray:
@@ -94,3 +96,25 @@ def predicted_masks(out: ModelOutputs, post: PostprocessConfig, *, gated: bool =
 def per_image_dice(out: ModelOutputs, post: PostprocessConfig, *, gated: bool = True) -> np.ndarray:
     """SIIM Dice per image for one post-processing setting (gated by the classifier)."""
     return dice_scores(predicted_masks(out, post, gated=gated), out.truth)
+
+
+def ablation_outputs(cls_run: Path, seg_run: Path, samples: list[Sample], *, tta: bool = True, device: str = "cpu",
+                     desc: str = "inference", progress: bool = True, size: int | None = None) -> dict[str, ModelOutputs]:
+    """The outputs the ablation needs on ``samples`` (any labelled list): three passes at most.
+
+    Best checkpoint with the classifier; SWA checkpoint without it (the classifier
+    probabilities are the same, so they are reused); and, with ``tta``, the final checkpoint
+    (SWA, else best) with hflip TTA on both models. ``size``: the evaluation size (default:
+    the segmenter's input size, at most 512).
+    """
+    has_swa = has_checkpoint(seg_run, "swa")
+    common = dict(device=device, progress=progress, size=size)
+    outputs = {"best": outputs_from_runs(cls_run, seg_run, samples, checkpoint="best", desc=f"{desc} (best)", **common)}
+    if has_swa:
+        swa = outputs_from_runs(None, seg_run, samples, checkpoint="swa", desc=f"{desc} (SWA)", **common)
+        outputs["swa"] = dataclasses.replace(swa, cls_prob=outputs["best"].cls_prob)
+    if tta:
+        which = "swa" if has_swa else "best"
+        outputs[f"{which}+tta"] = outputs_from_runs(cls_run, seg_run, samples, checkpoint=which, tta=True,
+                                                    desc=f"{desc} ({which} + TTA)", **common)
+    return outputs

@@ -13,7 +13,7 @@ import numpy as np
 from pneumoseg.config import PostprocessConfig, updated_postprocess
 from pneumoseg.data.preprocess import Normalisation
 from pneumoseg.errors import PneumosegError
-from pneumoseg.infer.pipeline import ModelRunner, TwoStagePipeline
+from pneumoseg.infer.pipeline import EnsembleRunner, ModelRunner, TwoStagePipeline
 from pneumoseg.runs.onnx_manifest import MANIFEST, load_manifest
 
 CPU = ("CPUExecutionProvider",)
@@ -91,9 +91,12 @@ def build_onnx_pipeline(onnx_dir: Path, *, seg_only: bool = False, tta: bool = F
 
 
 def _onnx_runner(onnx_dir: Path, entry: dict[str, Any], providers: tuple[str, ...] | list[str],
-                 tta: bool) -> ModelRunner:
-    """One manifest entry as a :class:`ModelRunner`, normalised as the manifest records."""
+                 tta: bool) -> ModelRunner | EnsembleRunner:
+    """One manifest entry as a :class:`ModelRunner` (an :class:`EnsembleRunner` over its
+    ``members`` for a fold ensemble), normalised as the manifest records."""
     where = str(Path(onnx_dir) / MANIFEST)
     normalisation = Normalisation.from_json(entry.get("normalisation"), where)
-    return ModelRunner(onnx_forward(Path(onnx_dir) / entry["file"], providers), int(entry["image_size"]),
-                       normalisation, tta, f"onnx:{entry['sha256']}:{','.join(providers)}")
+    members = entry.get("members") or [{"file": entry["file"], "sha256": entry["sha256"]}]
+    runners = [ModelRunner(onnx_forward(Path(onnx_dir) / m["file"], providers), int(entry["image_size"]),
+                           normalisation, tta, f"onnx:{m['sha256']}:{','.join(providers)}") for m in members]
+    return runners[0] if len(runners) == 1 else EnsembleRunner(runners)

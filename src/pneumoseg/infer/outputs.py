@@ -58,9 +58,11 @@ class ModelOutputs:
 
 
 def collect_outputs(samples: list[Sample], segmenter: ModelRunner, classifier: ModelRunner | None, *,
-                    batch_size: int = 4, desc: str = "inference", progress: bool = True) -> ModelOutputs:
-    """Both models' probabilities and the ground truth for every sample, at the evaluation size."""
-    size = min(segmenter.image_size, MAX_EVAL_SIZE)
+                    batch_size: int = 4, desc: str = "inference", progress: bool = True,
+                    size: int | None = None) -> ModelOutputs:
+    """Both models' probabilities and the ground truth for every sample, at the evaluation size
+    (``size``, else the segmenter's input size up to ``MAX_EVAL_SIZE``)."""
+    size = size or min(segmenter.image_size, MAX_EVAL_SIZE)
     n = len(samples)
     images = np.zeros((n, size, size), np.uint8)
     truth = np.zeros((n, size, size), bool)

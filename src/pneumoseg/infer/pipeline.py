@@ -16,6 +16,8 @@ from pneumoseg.config import PostprocessConfig
 from pneumoseg.data.preprocess import Normalisation, resize_to_uint8, to_model_input
 from pneumoseg.infer.postprocess import REFERENCE_SIZE, postprocess, resize_prob
 from pneumoseg.infer.tta import Forward, hflip_tta
+from pneumoseg.errors import PneumosegError
+from pneumoseg.runs.cv import fold_runs, is_cv_folder
 from pneumoseg.runs.postprocess import load_postprocess
 from pneumoseg.runs.trained import TrainedModel, load_trained
 from pneumoseg.runtime import use_autocast
@@ -61,6 +63,42 @@ class ModelRunner:
         return _sigmoid(logits[:, 0]).astype(np.float32)
 
 
+@dataclass
+class EnsembleRunner:
+    """The folds of a cross-validation, as one model: the mean of their probabilities. Folds
+    run one after another on each batch and their maps are summed as they come, so a batch
+    never holds K probability maps at once."""
+
+    runners: list[ModelRunner]
+
+    def __post_init__(self) -> None:
+        sizes = {r.image_size for r in self.runners}
+        if len(sizes) != 1:
+            raise PneumosegError(f"the folds of an ensemble take different input sizes ({sorted(sizes)})")
+
+    @property
+    def image_size(self) -> int:
+        return self.runners[0].image_size
+
+    @property
+    def normalisation(self) -> Normalisation:
+        return self.runners[0].normalisation
+
+    @property
+    def tta(self) -> bool:
+        return self.runners[0].tta
+
+    @property
+    def source(self) -> str:
+        return f"ensemble of {len(self.runners)}: " + ", ".join(r.source for r in self.runners)
+
+    def probabilities(self, images: list[np.ndarray]) -> np.ndarray:
+        total = self.runners[0].probabilities(images)
+        for runner in self.runners[1:]:
+            total += runner.probabilities(images)
+        return total / len(self.runners)
+
+
 def torch_runner(trained: TrainedModel, device: torch.device | str = "cpu", *, autocast: bool = False,
                  tta: bool = False) -> ModelRunner:
     """A trained model as a :class:`ModelRunner` at its own input size and normalisation."""
@@ -85,8 +123,8 @@ class Prediction:
 
 @dataclass
 class TwoStagePipeline:
-    classifier: ModelRunner | None
-    segmenter: ModelRunner
+    classifier: ModelRunner | EnsembleRunner | None
+    segmenter: ModelRunner | EnsembleRunner
     post: PostprocessConfig
 
     def fingerprint(self) -> dict[str, object]:
@@ -125,14 +163,25 @@ class TwoStagePipeline:
         return Prediction(probability, True, seg_prob, mask)
 
 
+def _runner(run: Path, which: str, kind: str, device: str, *, tta: bool, autocast: bool | None = None):
+    """A run folder's model, or a CV folder's folds as an :class:`EnsembleRunner`; the config
+    of the (first) model, whose runtime decides bf16."""
+    models = [load_trained(fold, which, expect=kind) for fold in (fold_runs(run) if is_cv_folder(run) else [run])]
+    config = models[0].config
+    if autocast is None:  # bf16 where the run trained in bf16 (runtime.amp on CUDA or a CPU with native bf16)
+        autocast = use_autocast(config.runtime, torch.device(device))
+    runners = [torch_runner(m, device, autocast=autocast, tta=tta) for m in models]
+    return (runners[0] if len(runners) == 1 else EnsembleRunner(runners)), config, autocast
+
+
 def build_torch_pipeline(cls_run: Path | None, seg_run: Path, *, seg_checkpoint: str = "auto", tta: bool = False,
                          post: PostprocessConfig | None = None, device: str = "cpu") -> TwoStagePipeline:
-    """Load both runs (the classifier is skipped when ``cls_run`` is None: segmentation alone)."""
-    segmenter: TrainedModel = load_trained(seg_run, seg_checkpoint, expect="segmenter")
-    classifier = load_trained(cls_run, "best", expect="classifier") if cls_run is not None else None
-    post = post or load_postprocess(seg_run, segmenter.config.postprocess, gated=classifier is not None)
-    # bf16 where the run trained in bf16 (runtime.amp on CUDA or a CPU with native bf16).
-    autocast = use_autocast(segmenter.config.runtime, torch.device(device))
-    cls_runner = torch_runner(classifier, device, autocast=autocast, tta=tta) if classifier else None
-    seg_runner = torch_runner(segmenter, device, autocast=autocast, tta=tta)
+    """Load both stages (the classifier is skipped when ``cls_run`` is None: segmentation
+    alone). Either may be a CV folder: its folds are averaged, with the post-processing
+    ``tune --cv`` chose on their out-of-fold outputs."""
+    seg_runner, config, autocast = _runner(seg_run, seg_checkpoint, "segmenter", device, tta=tta)
+    cls_runner = None
+    if cls_run is not None:
+        cls_runner, _, _ = _runner(cls_run, "best", "classifier", device, tta=tta, autocast=autocast)
+    post = post or load_postprocess(seg_run, config.postprocess, gated=cls_runner is not None)
     return TwoStagePipeline(cls_runner, seg_runner, post)

@@ -107,15 +107,21 @@ class TuneResult:
     grid: TuneGrid
     gated: bool
     """Tuned for the two-stage pipeline (True) or for segmentation alone (False)."""
+    source: dict[str, Any] | None = None
+    """Where the outputs came from when not one validation split, e.g. ``{"out_of_fold": True,
+    "n_folds": 5, "eval_size": 256}``."""
 
     def to_json(self) -> dict[str, Any]:
         return {"system": "two-stage" if self.gated else "segmentation alone", "params": self.params,
                 "mean_dice": self.mean_dice, "all_empty_baseline": self.all_empty, "n_images": self.n_images,
-                "candidates": self.candidates, "grid": {k: list(v) for k, v in vars(self.grid).items()}}
+                "candidates": self.candidates, "grid": {k: list(v) for k, v in vars(self.grid).items()},
+                **({"source": self.source} if self.source else {})}
 
     def render(self) -> str:
         system = "two-stage" if self.gated else "segmentation alone (no classifier gate)"
-        lines = [f"{system}, chosen on {self.n_images} validation images: rule {self.params['rule']}, "
+        where = (f"out-of-fold images ({self.source['n_folds']} folds, each image predicted by the fold that did not "
+                 f"train on it)" if self.source and self.source.get("out_of_fold") else "validation images")
+        lines = [f"{system}, chosen on {self.n_images} {where}: rule {self.params['rule']}, "
                  f"{describe_params(self.params)}",
                  f"mean Dice {self.mean_dice:.4f} (all-empty baseline {self.all_empty:.4f})"]
         for name, cand in self.candidates.items():

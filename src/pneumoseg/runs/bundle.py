@@ -33,7 +33,7 @@ CARD = "MODEL_CARD.md"
 FORMAT, FORMAT_VERSION = "pneumoseg-model", 1
 RUN_FILES = ("best.safetensors", "swa.safetensors", "config.yaml", "run.json", "metrics.csv", "postprocess.json",
              "postprocess-seg-only.json")
-ONNX_FILES = ("classifier.onnx", "segmenter.onnx", "onnx.json")
+CV_FILES = ("cv.json", "config.yaml", "splits.json", "postprocess.json", "postprocess-seg-only.json")
 MAX_MEMBER_BYTES = 4 << 30  # a member larger than any model we make is refused before it is read
 
 
@@ -72,14 +72,32 @@ def _members(cls_run: Path, seg_run: Path, onnx_dir: Path | None) -> dict[str, P
     """Bundle member name -> the file it comes from."""
     members: dict[str, Path] = {}
     for prefix, run, kind in (("classifier", cls_run, "classifier"), ("segmenter", seg_run, "segmenter")):
-        _require_run(run, kind)
-        members.update({f"{prefix}/{name}": run / name for name in RUN_FILES if (run / name).is_file()})
+        members.update(_stage_members(prefix, run, kind))
     if onnx_dir is not None:
-        missing = [name for name in ONNX_FILES if not (Path(onnx_dir) / name).is_file()]
-        if missing:
-            raise PneumosegError(f"{shown(onnx_dir)}: not a finished `pneumoseg export-onnx` folder "
-                                 f"(no {', '.join(missing)})")
-        members.update({f"onnx/{name}": Path(onnx_dir) / name for name in ONNX_FILES})
+        from pneumoseg.runs.onnx_manifest import MANIFEST as ONNX_MANIFEST, OnnxManifest, load_manifest
+
+        manifest = OnnxManifest.model_validate(load_manifest(Path(onnx_dir)))  # complete and verified
+        files = [m.file for entry in (manifest.classifier, manifest.segmenter) if entry for m in entry.files()]
+        members.update({f"onnx/{name}": Path(onnx_dir) / name for name in [ONNX_MANIFEST, *files]})
+    return members
+
+
+def _stage_members(prefix: str, run: Path, kind: str) -> dict[str, Path]:
+    """A run folder's files, or a CV folder's (its manifest, split, tuned post-processing and
+    every fold's run files; all folds must be finished)."""
+    from pneumoseg.runs.cv import fold_runs, is_cv_folder, read_cv
+
+    if not is_cv_folder(run):
+        _require_run(run, kind)
+        return {f"{prefix}/{name}": run / name for name in RUN_FILES if (run / name).is_file()}
+    if read_cv(run).stage != kind:
+        raise PneumosegError(f"{shown(run)} is a {read_cv(run).stage} CV, expected a {kind}")
+    members = {f"{prefix}/{name}": run / name for name in CV_FILES if (run / name).is_file()}
+    for fold in fold_runs(run):
+        _require_run(fold, kind)
+        done = run / f"{fold.name}.done.json"
+        members[f"{prefix}/{done.name}"] = done
+        members.update({f"{prefix}/{fold.name}/{name}": fold / name for name in RUN_FILES if (fold / name).is_file()})
     return members
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pneumoseg.runs.checkpoint import read_metadata
 from pneumoseg.runs.postprocess import postprocess_path
+from pneumoseg.runs.cv import fold_run, is_cv_folder, read_cv
 from pneumoseg.runs.run_info import read_run_info
 from pneumoseg.runs.trained import checkpoint_path
 
@@ -28,17 +29,26 @@ LIMITS = """\
 """
 
 
+def _first_fold(run: Path) -> tuple[Path, int]:
+    """A run folder (1 model), or a CV folder's first fold and its fold count (an ensemble)."""
+    return (fold_run(run, 0), read_cv(run).n_folds) if is_cv_folder(run) else (run, 1)
+
+
 def model_card(cls_run: Path, seg_run: Path, report_dir: Path | None = None) -> str:
-    cls_meta, seg_meta = _checkpoint_meta(cls_run, "best"), _checkpoint_meta(seg_run, "auto")
+    (cls_first, cls_folds), (seg_first, seg_folds) = _first_fold(cls_run), _first_fold(seg_run)
+    cls_meta, seg_meta = _checkpoint_meta(cls_first, "best"), _checkpoint_meta(seg_first, "auto")
     lines = ["# Model card: pneumoseg two-stage pneumothorax model", "",
              "A classifier gates each chest X-ray; only films it calls positive reach the segmenter, whose "
              "mask is thresholded, cleaned of small components and run-length encoded (the SIIM-ACR recipe).", ""]
+    if cls_folds > 1 or seg_folds > 1:
+        lines += [f"Each stage is a fold ensemble (classifier: {cls_folds} folds, segmenter: {seg_folds} folds): the "
+                  "probabilities of its folds are averaged. The rows below describe fold 0.", ""]
     lines += ["## The two models", "", "| stage | architecture | input | checkpoint | validation metrics |",
               "|---|---|---|---|---|"]
     lines.append(_model_row("classifier", cls_meta))
     lines.append(_model_row("segmenter", seg_meta))
     lines += ["", "## Training data", ""]
-    for stage, run in (("classifier", cls_run), ("segmenter", seg_run)):
+    for stage, run in (("classifier", cls_first), ("segmenter", seg_first)):
         info = read_run_info(run)
         if info is None:
             lines.append(f"- {stage}: the run records no training data (no run.json)")
@@ -47,7 +57,7 @@ def model_card(cls_run: Path, seg_run: Path, report_dir: Path | None = None) -> 
         lines.append(f"- {stage}: {info.n_train} training and {info.n_val} validation images (fold {info.fold} of a "
                      f"split with SHA-256 {(info.splits_sha256 or '?')[:16]}…); input normalisation mean "
                      f"{norm.get('mean')}, std {norm.get('std')} ({norm.get('source', '?')})")
-    lines += ["", "## Post-processing chosen (on validation)", ""]
+    lines += ["", "## Post-processing chosen (on validation, or out of fold for an ensemble)", ""]
     for gated, system in ((True, "two-stage"), (False, "segmentation alone (`predict --seg-only`)")):
         tuned = _read_json(postprocess_path(seg_run, gated=gated))
         if tuned:

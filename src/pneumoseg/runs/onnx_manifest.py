@@ -15,11 +15,22 @@ from pneumoseg.runs.files import checked_document, validated
 
 MANIFEST = "onnx.json"
 FORMAT = "pneumoseg-onnx"
-FORMAT_VERSION = 2  # 2: onnx.json carries its own checksum, verified with each model file's
+FORMAT_VERSION = 3  # 2: onnx.json carries its own checksum, verified with each model file's; 3: fold ensembles
+READABLE_VERSIONS = (2, 3)
+
+
+class OnnxMember(BaseModel):
+    """One fold's model file in an ensemble entry."""
+
+    model_config = ConfigDict(extra="allow")
+
+    file: str
+    sha256: str
 
 
 class OnnxModelEntry(BaseModel):
-    """One model of the folder; the export records more (arch, tensor specs, source run)."""
+    """One stage of the folder; the export records more (arch, tensor specs, source run). A CV
+    folder's folds are ``members`` (averaged); ``file`` is then the first member's."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -28,13 +39,17 @@ class OnnxModelEntry(BaseModel):
     image_size: int = Field(ge=32)
     normalisation: dict[str, Any]
     postprocess: dict[str, Any] | None = None
+    members: list[OnnxMember] | None = None
+
+    def files(self) -> list[OnnxMember]:
+        return self.members or [OnnxMember(file=self.file, sha256=self.sha256)]
 
 
 class OnnxManifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     format: Literal["pneumoseg-onnx"]
-    format_version: Literal[2]
+    format_version: Literal[2, 3]
     opset: int
     classifier: OnnxModelEntry | None = None
     segmenter: OnnxModelEntry
@@ -53,17 +68,18 @@ def load_manifest(onnx_dir: Path, *, need_classifier: bool = True) -> dict[str, 
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise PneumosegError(f"{path}: unreadable ({exc})") from None
-    checked_document(manifest, str(path), fmt=FORMAT, version=FORMAT_VERSION, what="pneumoseg ONNX manifest",
+    checked_document(manifest, str(path), fmt=FORMAT, version=READABLE_VERSIONS, what="pneumoseg ONNX manifest",
                      advice="; export again")
     checked = validated(OnnxManifest, manifest, str(path))
     for kind in ("classifier", "segmenter") if need_classifier else ("segmenter",):
-        entry = manifest.get(kind)
-        if getattr(checked, kind) is None:
+        entry = getattr(checked, kind)
+        if entry is None:
             raise PneumosegError(f"{path}: no {kind} entry")
-        model_file = onnx_dir / entry["file"]
-        if not model_file.is_file():
-            raise PneumosegError(f"{onnx_dir}: {entry['file']} is missing (named in {MANIFEST})")
-        if sha256_of(model_file) != entry.get("sha256"):
-            raise PneumosegError(f"{model_file}: its SHA-256 differs from the one in {MANIFEST}; the file was "
-                                 "altered, damaged or replaced (export again)")
+        for member in entry.files():
+            model_file = onnx_dir / member.file
+            if not model_file.is_file():
+                raise PneumosegError(f"{onnx_dir}: {member.file} is missing (named in {MANIFEST})")
+            if sha256_of(model_file) != member.sha256:
+                raise PneumosegError(f"{model_file}: its SHA-256 differs from the one in {MANIFEST}; the file was "
+                                     "altered, damaged or replaced (export again)")
     return manifest

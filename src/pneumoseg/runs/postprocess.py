@@ -58,6 +58,8 @@ class TunedPostprocess(BaseModel):
     n_images: int
     candidates: dict[str, dict[str, Any]] = {}
     grid: dict[str, list[float]] = {}
+    source: dict[str, Any] | None = None
+    """Where the tuning outputs came from when not one validation split (out-of-fold: K folds)."""
     content_sha256: str | None = None
 
 

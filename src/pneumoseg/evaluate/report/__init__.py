@@ -8,14 +8,13 @@ share of healthy films each system marks, and Dice by pneumothorax size. The val
 table stays, labelled optimistic. The talk's numbers stand beside ours for reference only.
 
 The numeric part needs no model: :func:`build_report` runs inference once per model variant
-and split (:func:`collect_report_outputs`) and hands the outputs to :func:`compute_report`,
+and split (:func:`ablation_outputs`) and hands the outputs to :func:`compute_report`,
 which tunes the systems (:mod:`.tables`), draws the plots (:mod:`.plots`) and writes
 ``report.md`` (:mod:`.markdown`) + ``report.json``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from pneumoseg.data.datasets import Sample
 from pneumoseg.errors import PneumosegError
 from pneumoseg.evaluate.report.markdown import fmt, render_markdown
 from pneumoseg.evaluate.report.plots import write_plots
@@ -40,12 +38,12 @@ from pneumoseg.evaluate.report.tables import (
     split_summary,
     tune_systems,
 )
-from pneumoseg.evaluate.validation import labelled_samples, outputs_from_runs, recorded_splits, validation_samples
+from pneumoseg.evaluate.validation import ablation_outputs, labelled_samples, recorded_splits, validation_samples
 from pneumoseg.infer.outputs import ModelOutputs
 from pneumoseg.io import atomic_write_json, atomic_write_text
 from pneumoseg.runs.trained import checkpoint_path, has_checkpoint
 
-__all__ = ["Report", "build_report", "collect_report_outputs", "compute_report", "describe_runs"]
+__all__ = ["Report", "build_report", "compute_report", "describe_runs"]
 
 
 @dataclass
@@ -156,27 +154,6 @@ def compute_report(validation: dict[str, ModelOutputs], out_dir: Path, *, test: 
 # With models
 
 
-def collect_report_outputs(cls_run: Path, seg_run: Path, samples: list[Sample], *, tta: bool = True,
-                           device: str = "cpu", desc: str = "inference", progress: bool = True) -> dict[str, ModelOutputs]:
-    """The outputs the ablation needs on ``samples`` (any labelled list): three passes at most.
-
-    Best checkpoint with the classifier; SWA checkpoint without it (the classifier
-    probabilities are the same, so they are reused); and, with ``tta``, the final checkpoint
-    (SWA, else best) with hflip TTA on both models.
-    """
-    has_swa = has_checkpoint(seg_run, "swa")
-    common = dict(device=device, progress=progress)
-    outputs = {"best": outputs_from_runs(cls_run, seg_run, samples, checkpoint="best", desc=f"{desc} (best)", **common)}
-    if has_swa:
-        swa = outputs_from_runs(None, seg_run, samples, checkpoint="swa", desc=f"{desc} (SWA)", **common)
-        outputs["swa"] = dataclasses.replace(swa, cls_prob=outputs["best"].cls_prob)
-    if tta:
-        which = "swa" if has_swa else "best"
-        outputs[f"{which}+tta"] = outputs_from_runs(cls_run, seg_run, samples, checkpoint=which, tta=True,
-                                                    desc=f"{desc} ({which} + TTA)", **common)
-    return outputs
-
-
 def describe_runs(cls_run: Path, seg_run: Path, images: Path, labels: Path, *, splits_path: Path | None = None,
                   fold: int = 0, tta: bool = True, device: str = "cpu", test_images: Path | None = None,
                   test_labels: Path | None = None) -> dict[str, Any]:
@@ -201,10 +178,10 @@ def build_report(cls_run: Path, seg_run: Path, images: Path, labels: Path, out_d
         raise PneumosegError("give --test-images and --test-labels together, or neither")
     common = dict(tta=tta, device=device, progress=progress)
     val_samples = validation_samples(seg_run, images, labels, splits_path=splits_path, fold=fold, cls_run=cls_run)
-    validation = collect_report_outputs(cls_run, seg_run, val_samples, desc="validation", **common)
+    validation = ablation_outputs(cls_run, seg_run, val_samples, desc="validation", **common)
     test = None
     if test_images is not None:
-        test = collect_report_outputs(cls_run, seg_run, labelled_samples(test_images, test_labels), desc="test",
+        test = ablation_outputs(cls_run, seg_run, labelled_samples(test_images, test_labels), desc="test",
                                       **common)
     evaluated = describe_runs(cls_run, seg_run, images, labels, splits_path=splits_path, fold=fold, tta=tta,
                               device=device, test_images=test_images, test_labels=test_labels)
