@@ -1,9 +1,10 @@
-"""``python -m benchmarks [--only NAME ...] [--quick] [--out DIR]``: run the cases, write results.
+"""``python -m benchmarks [--only NAME ...] [--quick] [--gpu] [--out DIR]``: run the cases, write results.
 
 Writes ``results.json`` (every figure) and ``RESULTS.md`` (tables with the machine's details)
 atomically into ``--out`` (default: this folder). ``--only`` re-runs some cases and keeps the
 others' previous results. ``--quick`` runs everything on tiny inputs (the demo preset's small
-models, 64² images) to check the scripts work; its numbers mean nothing.
+models, 64² images) to check the scripts work; its numbers mean nothing. ``--gpu`` runs the
+GPU benchmark instead (``bench_gpu``; ``results-gpu.json`` and ``RESULTS-gpu.md``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from benchmarks.timing import sample_dir  # noqa: E402
 
-CASES = ("rle", "evaluate", "loading", "inference", "training")
+CASES = ("rle", "evaluate", "loading", "inference", "precision", "training")
 HERE = Path(__file__).resolve().parent
 PACKAGES = ("torch", "onnxruntime", "onnx", "numpy", "opencv-python-headless", "albumentations", "timm",
             "segmentation-models-pytorch", "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pandas")
@@ -121,7 +122,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     elif load[0] > 1.5:
         lines += ["**Taken under load**: the 1-minute load average exceeded 1.5 on this 2-core machine, so "
                   "other processes shared the cores and the timings are pessimistic.", ""]
-    targets = [t for case in CASES for t in results["cases"].get(case, {}).get("targets", [])]
+    targets = [t for data in results["cases"].values() for t in data.get("targets", [])]
     if targets:
         lines += ["## Targets", "", "| target | goal | measured | met |", "|---|---|---|---|"]
         lines += [f"| {t['name']} | {t['goal']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |"
@@ -131,9 +132,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             lines += ["", "Missed targets, why, and what would fix them:", ""]
             lines += [f"- **{t['name']}**: {t['why']}" for t in missed]
         lines.append("")
-    for case in CASES:
-        if case not in results["cases"]:
-            continue
+    for case in [c for c in (*CASES, "gpu") if c in results["cases"]]:
         data = results["cases"][case]
         lines += [f"## {case} ({data['runtime_s']:.0f} s)", ""]
         extras = [k for r in data["rows"] for k in r if k not in
@@ -170,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=CASES, help="run only this case (repeatable)")
     parser.add_argument("--quick", action="store_true", help="tiny inputs, to check the scripts run")
+    parser.add_argument("--gpu", action="store_true", help="the GPU benchmark (training, loader, inference, "
+                        "projected SIIM epoch); on the CPU with --quick")
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json and RESULTS.md go")
     args = parser.parse_args(argv)
 
@@ -180,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SIIM sample not found at {sample} (set PNEUMOSEG_SAMPLE_DIR)", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / "results.json"
+    suffix = "-gpu" if args.gpu else ""
+    cases = ["gpu"] if args.gpu else (args.only or CASES)
+    json_path = args.out / f"results{suffix}.json"
     results: dict[str, Any] = {"cases": {}}
     if args.only and json_path.is_file():
         previous = json.loads(json_path.read_text())
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pneumoseg-bench-") as tmp:
         os.environ["PNEUMOSEG_CACHE"] = str(Path(tmp) / "cache")  # never touch the user's cache
         try:
-            _run_cases(args.only or CASES, args.quick, sample, Path(tmp), results)
+            _run_cases(cases, args.quick, sample, Path(tmp), results)
         finally:
             if old_cache is None:
                 os.environ.pop("PNEUMOSEG_CACHE", None)
@@ -206,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     if note := os.environ.get("PNEUMOSEG_BENCH_NOTE"):
         results["load_note"] = note
     atomic_write_json(json_path, results)
-    atomic_write_text(args.out / "RESULTS.md", render_markdown(results))
+    atomic_write_text(args.out / f"RESULTS{suffix}.md", render_markdown(results))
     for t in (t for c in results["cases"].values() for t in c.get("targets", [])):
         print(f"[target] {t['name']}: {t['measured']} (goal {t['goal']}) {'met' if t['met'] else 'MISSED'}")
-    print(f"[bench] wrote {json_path} and {args.out / 'RESULTS.md'} in {results['runtime_s']:.0f} s")
+    print(f"[bench] wrote {json_path} and {args.out / f'RESULTS{suffix}.md'} in {results['runtime_s']:.0f} s")
     return 0
 
 

@@ -17,7 +17,7 @@ def test_every_benchmark_runs_quick(sample_dir: Path, tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["cases"]) == {"rle", "evaluate", "loading", "inference", "training"}
+    assert set(results["cases"]) == {"rle", "evaluate", "loading", "inference", "precision", "training"}
     for case in results["cases"].values():
         assert case["rows"], case
         for row in case["rows"]:
@@ -36,3 +36,19 @@ def test_only_keeps_previous_cases(sample_dir: Path, tmp_path: Path, case: str,
         "rows": [], "targets": [], "notes": [], "runtime_s": 1.0}}}))
     assert main(["--quick", "--only", case, "--out", str(tmp_path)]) == 0
     assert set(json.loads((tmp_path / "results.json").read_text())["cases"]) == {"evaluate", case}
+
+
+def test_the_gpu_benchmark_runs_quick_on_the_cpu(sample_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PNEUMOSEG_SAMPLE_DIR": str(sample_dir), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--gpu", "--quick", "--out", str(tmp_path)],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results-gpu.json").read_text())
+    (gpu,) = results["cases"].values()
+    cases = [r["case"] for r in gpu["rows"]]
+    for kind in ("classifier", "segmenter"):
+        assert f"train step {kind} 64² batch 2 bf16 channels_last" in cases
+        assert f"inference {kind} 64² batch 2 bf16" in cases
+    assert any(c.startswith("data loader 64² 1 workers") for c in cases)
+    assert any("one SIIM epoch" in note for note in gpu["notes"])
+    assert "## gpu" in (tmp_path / "RESULTS-gpu.md").read_text()

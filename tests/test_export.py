@@ -241,3 +241,38 @@ def test_siim_preset_architectures_export(tmp_path):
             expected = model(torch.from_numpy(x)).numpy()
         got = onnx_forward(tmp_path / "onnx" / f"{kind}.onnx")(x)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)
+
+
+def test_int8_export_is_quantised_calibrated_on_named_films_and_runs(tiny_runs, sample_dir, sample_dicoms, tmp_path):
+    out = tmp_path / "int8"
+    result = runner.invoke(app, ["export-onnx", "--cls", str(tiny_runs.cls), "--seg", str(tiny_runs.seg), "--out",
+                                 str(out), "--precision", "int8", "--calibrate", str(sample_dir / "dicom"),
+                                 "--calibration-n", "4"])
+    assert result.exit_code == 0, result.output
+    assert "int8 (calibrated on 4 films)" in result.output
+    manifest = load_manifest(out)
+    assert manifest["precision"] == "int8"
+    expected_ids = [read_dicom(p).image_id for p in sorted(sample_dicoms)[:4]]
+    for kind in ("classifier", "segmenter"):
+        quant = manifest[kind]["quantization"]
+        assert quant["format"] == "QDQ" and quant["calibration"]["image_ids"] == expected_ids
+        ops = {node.op_type for node in onnx.load(str(out / manifest[kind]["file"])).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        assert quant["check"]["max_abs_diff_vs_torch"] >= 0
+    assert not list(out.glob("*.fp32"))  # the intermediate fp32 graph is not left behind
+    pixels = [read_dicom(p).pixels for p in sample_dicoms[:3]]
+    int8 = build_onnx_pipeline(out).predict(pixels)
+    fp32 = build_torch_pipeline(tiny_runs.cls, tiny_runs.seg).predict(pixels)
+    assert len(int8) == 3 and all(0 <= p.probability <= 1 for p in int8)
+    assert max(abs(a.probability - b.probability) for a, b in zip(int8, fp32)) < 0.2
+
+
+def test_precision_options_are_one_line_errors(tiny_runs, sample_dir, tmp_path, monkeypatch, capsys):
+    from tests.train.test_cli import assert_one_line_error, run_main
+
+    base = ["export-onnx", "--cls", str(tiny_runs.cls), "--seg", str(tiny_runs.seg), "--out", str(tmp_path / "x")]
+    for extra, needle in ((["--precision", "bf16"], "no bf16 convolution"), (["--precision", "int8"], "--calibrate"),
+                          (["--calibrate", str(sample_dir)], "for --precision int8"),
+                          (["--precision", "fp16"], "fp32 or int8")):
+        code, _, err = run_main(monkeypatch, capsys, *base, *extra)
+        assert_one_line_error(code, err, needle)

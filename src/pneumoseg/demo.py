@@ -66,7 +66,7 @@ class DemoResult:
 
     def render(self) -> str:
         lines = ["", self.table, "", "Full-resolution test CSVs (pneumoseg predict + evaluate, 1024×1024):"]
-        lines += [f"  {key:<16}{scores['mean_dice']:.4f}" for key, scores in self.test_scores.items()]
+        lines += [f"  {key:<20}{scores['mean_dice']:.4f}" for key, scores in self.test_scores.items()]
         lines.append("")
         lines.append("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in self.seconds.items()))
         lines += [f"report: {self.report}", f"summary: {self.summary}"]

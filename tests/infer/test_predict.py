@@ -120,3 +120,25 @@ def test_interrupted_run_resumes_without_redoing_finished_images(tiny_runs, samp
                                                 ("a/b\\c", "a_b_c"), ("", "image")])
 def test_safe_name_cannot_escape_the_output_folder(image_id, expected):
     assert safe_name(image_id) == expected
+
+
+def test_workers_decoding_ahead_give_the_same_files(tiny_runs, sample_dicoms, tmp_path):
+    """Decoding in worker processes and writing on a thread change nothing in the outputs:
+    the CSV, errors.csv, the overlays and the findings are the same bytes, in the same order."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in sample_dicoms:
+        shutil.copy(path, folder / path.name)
+    (folder / "broken.dcm").write_bytes(b"this is not a DICOM file")
+    pipeline = build_torch_pipeline(tiny_runs.cls, tiny_runs.seg)
+    paths = sorted(folder.glob("*.dcm"))
+    outputs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}" / "submission.csv"
+        summary = predict_files(pipeline, paths, out, batch_size=3, overlays=out.parent / "overlays",
+                                findings=out.parent / "findings.csv", progress=False, workers=workers)
+        assert summary.n_images == len(sample_dicoms) and len(summary.errors) == 1
+        outputs[workers] = {p.relative_to(out.parent): p.read_bytes() for p in sorted(out.parent.rglob("*"))
+                            if p.is_file()}
+    assert outputs[0].keys() == outputs[2].keys() and len(outputs[0]) == len(sample_dicoms) + 3
+    assert outputs[0] == outputs[2]

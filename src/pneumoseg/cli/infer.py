@@ -39,7 +39,8 @@ def predict(
     dicom_sc: Annotated[Optional[Path], typer.Option(
         "--dicom-sc", metavar="DIR", help="Write an RGB Secondary Capture of every image (outline + one-line summary) here, for PACS that cannot show a SEG.")] = None,
     findings: Annotated[Optional[Path], typer.Option(help="Also write findings.csv here: per image the probability, side, area (cm²), lateral rim and apical distance (mm), BTS and ACCP size class, and the calibration used (docs/measurements.md).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 4,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per batch [default: 16 on a GPU, 4 on the CPU, where a larger batch gains nothing (benchmarks/RESULTS.md)].")] = None,
+    workers: Annotated[int, typer.Option(help="Processes that decode the DICOMs ahead of the model (0: in the main process). Worth it where decoding is a real share of the time: on a GPU, or with a light model; on a 2-core CPU the model already keeps both cores busy (docs/experiments.md).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     restart: Annotated[bool, typer.Option(help="Discard the rows of an interrupted run (OUT.partial) and start over.")] = False,
     model: ModelOpt = None,
@@ -69,7 +70,9 @@ def predict(
     from pneumoseg.infer.dicom_outputs import DicomOutputs
     from pneumoseg.infer.predict import predict_files
 
-    at_least("--batch-size", batch_size)
+    if batch_size is not None:
+        at_least("--batch-size", batch_size)
+    at_least("--workers", workers, 0)
     rle_format(rle)
     output_file("--out", out)
     output_file("--findings", findings)
@@ -82,6 +85,7 @@ def predict(
     if stow is not None and not dicom:
         raise PneumosegError("--stow stores the DICOM outputs: give --dicom-seg, --dicom-sr or --dicom-sc DIR")
     device = device_name(device) if backend == "torch" else device
+    batch_size = batch_size or (16 if device.startswith("cuda") else 4)
     paths, unreadable = _input_files(images, dicomweb, study, out)
     with bundle_runs(model, cls, seg) as (cls, seg):
         pipeline = _build_pipeline(backend, cls, seg, onnx, seg_only=seg_only, checkpoint=checkpoint,
@@ -89,7 +93,7 @@ def predict(
     updates = {"rule": rule, "cls_threshold": cls_threshold, "pixel_threshold": pixel_threshold, "min_area": min_area}
     pipeline.post = updated_postprocess(pipeline.post, updates, "command line")
     summary = predict_files(pipeline, paths, out, batch_size=batch_size, rle_fmt=rle, overlays=overlays, probs=probs,
-                            dicom=dicom, findings=findings, unreadable=unreadable, restart=restart)
+                            dicom=dicom, findings=findings, unreadable=unreadable, restart=restart, workers=workers)
     typer.echo(summary.render())
     if stow is not None:
         _store_results(stow, dicom, study if dicomweb else None, paths)
@@ -105,18 +109,35 @@ def export_onnx(
     model: ModelOpt = None,
     checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
+    precision: Annotated[str, typer.Option(help="fp32, or int8: static QDQ quantisation (ONNX Runtime), calibrated on --calibrate films. bf16 is refused: ONNX Runtime's CPU provider has no bf16 convolutions.")] = "fp32",
+    calibrate: Annotated[Optional[Path], typer.Option(metavar="DIR", help="DICOM folder of films to calibrate int8 on, e.g. validation images (never test images).")] = None,
+    calibration_n: Annotated[int, typer.Option(help="How many --calibrate films (the first N by name).")] = 32,
 ) -> None:
     """Export both models to ONNX (dynamic batch, height and width) for `predict --backend onnx`.
 
     onnx.json beside them records each model's input size, normalisation, tensor names, opset,
-    source checkpoint and the post-processing (the segmenter run's postprocess.json)."""
+    precision (and for int8 the films it was calibrated on), source checkpoint and the
+    post-processing (the segmenter run's postprocess.json). A CV folder exports one file per fold."""
     from pneumoseg.export import export_onnx as run_export
     from pneumoseg.export import render_export
+    from pneumoseg.export.quantize import calibration_films, check_precision
 
     if checkpoint not in {"auto", "best", "swa"}:
         raise PneumosegError(f"--checkpoint must be auto, best or swa, not {checkpoint!r}")
+    check_precision(precision)
+    at_least("--calibration-n", calibration_n)
+    films = None
+    if precision == "int8":
+        if calibrate is None:
+            raise PneumosegError("--precision int8 calibrates on real films: give --calibrate DIR (validation images)")
+        from pneumoseg.data.index import find_dicoms
+
+        films = calibration_films(find_dicoms(calibrate), calibration_n)
+    elif calibrate is not None:
+        raise PneumosegError("--calibrate is for --precision int8")
     with bundle_runs(model, cls, seg, both=True) as (cls, seg):
-        manifest = run_export(cls, seg, out, seg_checkpoint=checkpoint, opset=opset)
+        manifest = run_export(cls, seg, out, seg_checkpoint=checkpoint, opset=opset, precision=precision,
+                              calibration=films)
     typer.echo(render_export(manifest, out))
 
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from pneumoseg.data.dicom import DicomImage, read_dicom, read_image_id
+from pneumoseg.data.dicom import DicomImage, read_image_id
 from pneumoseg.data.labels import write_label_csv
+from pneumoseg.data.read_ahead import read_ahead
 from pneumoseg.data.preprocess import resize_mask
 from pneumoseg.data.rle import rle_encode
 from pneumoseg.errors import DicomReadError
@@ -61,16 +64,6 @@ def safe_name(image_id: str) -> str:
 def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def _read_batch(paths: list[Path], errors: dict[str, str]) -> list[DicomImage]:
-    images = []
-    for path in paths:
-        try:
-            images.append(read_dicom(path))
-        except DicomReadError as exc:
-            errors[str(path)] = str(exc)
-    return images
 
 
 def shared_image_ids(paths: list[Path]) -> dict[str, str]:
@@ -123,14 +116,16 @@ def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, b
                   rle_fmt: str = "relative", overlays: Path | None = None, probs: Path | None = None,
                   dicom: DicomOutputs = DicomOutputs(), findings: Path | None = None,
                   unreadable: dict[Path, str] | None = None, restart: bool = False,
-                  progress: bool = True) -> PredictSummary:
+                  progress: bool = True, workers: int = 0) -> PredictSummary:
     """Predict every file in ``paths`` and write the submission CSV ``out`` (one row per image).
 
     ``dicom``: folders for the DICOM SEG and SR of each positive image and the Secondary Capture
     of every image (:mod:`pneumoseg.infer.dicom_outputs`), ``<folder>/<ImageId>.dcm``; with
     ``findings``, every image a row of measurements (:mod:`pneumoseg.infer.findings`).
     ``unreadable``: paths the folder scan could not look into, listed in errors.csv. Rows of an
-    interrupted run are kept when it had the same fingerprint (see :mod:`pneumoseg.infer.resume`)."""
+    interrupted run are kept when it had the same fingerprint (see :mod:`pneumoseg.infer.resume`).
+    ``workers``: processes decoding ahead of the model (:func:`read_ahead`); the outputs and rows
+    of a batch are written by one thread while the next batch is computed."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = run_fingerprint(pipeline, rle_fmt, overlays=overlays, probs=probs, dicom=dicom, findings=findings)
@@ -142,17 +137,28 @@ def predict_files(pipeline: TwoStagePipeline, paths: list[Path], out: Path, *, b
         summary = PredictSummary(out, n_resumed=sum(1 for p in paths if str(p) in done), errors=errors)
         todo = [p for p in paths if str(p) not in done]
         bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="predict", unit="img", disable=not progress)
-        with open_partial(out, fingerprint) as fh:
-            for chunk in _batches(todo, batch_size):
-                images = _read_batch(chunk, summary.errors)
-                for image, pred in zip(images, pipeline.predict([im.pixels for im in images])):
+        chunks = list(_batches(todo, batch_size))
+        with open_partial(out, fingerprint) as fh, ThreadPoolExecutor(1) as writer:
+            written: deque = deque()
+
+            def finish(images: list[DicomImage], preds: list[Prediction]) -> None:
+                """Outputs, then the rows (flushed): off the compute path, in order (one thread)."""
+                for image, pred in zip(images, preds):
                     rle = rle_encode(pred.mask, rle_fmt)
                     finding = _save_extras(image, pred, overlays, probs, dicom, findings is not None)
                     fh.write(_csv_line(str(image.path), image.image_id, rle, finding) + "\n")
                     done[str(image.path)] = (image.image_id, rle, finding)
                 fh.flush()
                 os.fsync(fh.fileno())
+
+            for chunk, (images, unread) in zip(chunks, read_ahead(chunks, workers)):
+                summary.errors.update(unread)
+                written.append(writer.submit(finish, images, pipeline.predict([im.pixels for im in images])))
+                while len(written) > 1 or (written and written[0].done()):
+                    written.popleft().result()  # bounded: one batch written while the next is computed
                 bar.update(len(chunk))
+            while written:
+                written.popleft().result()
         bar.close()
         kept = [done[str(p)] for p in paths if str(p) in done]
         rows = [(image_id, rle) for image_id, rle, _ in kept]

@@ -86,8 +86,9 @@ class Report:
         """The headline ablation as plain text for the terminal."""
         split = self.splits[self.headline]
         what = "held-out test" if self.headline == "test" else "validation (optimistic: post-processing tuned on it)"
+        tuned_on = self.evaluated.get("tuned_on", "validation")
         lines = [f"SIIM mean Dice on {split['n_images']} {what} images ({split['n_positive']} with pneumothorax), "
-                 f"each system tuned on validation; 95% CIs: paired bootstrap", ""]
+                 f"each system tuned on {tuned_on}; 95% CIs: paired bootstrap", ""]
         width = max(len(r["system"]) for r in split["rows"]) + 2
         lines.append(f"{'system':<{width}}{'ours':>8}{'95% CI':>18}{'vs empty':>10}{'vs seg':>9}{'FP healthy':>12}"
                      f"{'talk*':>9}")

@@ -136,7 +136,8 @@ def build_cv_report(cls_cv: Path, seg_cv: Path, images: Path, labels: Path, out_
     evaluated = {"cls_run": str(cls_cv), "seg_run": str(seg_cv), "seg_checkpoints": ["best", "swa"],
                  "splits": str(Path(seg_cv) / "splits.json"), "fold": f"every fold ({read_cv(seg_cv).n_folds}), out of fold",
                  "test_images": str(test_images) if test_images else None,
-                 "test_labels": str(test_labels) if test_labels else None, "tta": True, "device": device}
+                 "test_labels": str(test_labels) if test_labels else None, "tta": True, "device": device,
+                 "tuned_on": f"the out-of-fold outputs of {read_cv(seg_cv).n_folds} folds"}
     report = compute_report(validation, out_dir, test=test, systems=systems, evaluated=evaluated)
     summary = cv_summary(cls_cv, seg_cv, final, ensemble_dice, fold_dice)
     atomic_write_text(Path(out_dir) / "cv.md", cv_markdown(summary))

@@ -24,6 +24,7 @@ import numpy as np
 
 from pneumoseg.data.preprocess import Normalisation, to_model_input
 from pneumoseg.errors import PneumosegError
+from pneumoseg.export.quantize import check_precision, quantize_int8
 from pneumoseg.infer.onnx_backend import onnx_forward, require
 from pneumoseg.runs.onnx_manifest import FORMAT, FORMAT_VERSION, MANIFEST
 from pneumoseg.runs.postprocess import load_postprocess
@@ -50,15 +51,23 @@ def _preprocessing(image_size: int, normalisation: Normalisation) -> dict[str, A
 
 
 def export_onnx(cls_run: Path, seg_run: Path, out_dir: Path, *, seg_checkpoint: str = "auto", opset: int = 17,
-                check_outputs: bool = True) -> dict[str, Any]:
+                check_outputs: bool = True, precision: str = "fp32",
+                calibration: list[tuple[str, np.ndarray]] | None = None) -> dict[str, Any]:
     """Export the classifier (best checkpoint) and the segmenter (``seg_checkpoint``) to ONNX.
 
     Every file is written atomically; ``onnx.json`` is removed first and written last, so a folder
     holding one is a complete, consistent export. Each graph passes ``onnx.checker``; with
     ``check_outputs`` (and onnxruntime installed) ONNX Runtime's output on a random image is also
     compared with PyTorch's. Returns the manifest written to ``onnx.json``.
+
+    ``precision`` "int8": each model is quantised (:mod:`pneumoseg.export.quantize`) with the
+    activation ranges calibrated on ``calibration`` films; its difference to PyTorch is recorded.
     """
     require("onnx")
+    check_precision(precision)
+    if precision == "int8" and not calibration:
+        raise PneumosegError("--precision int8 calibrates on real films: give --calibrate DIR")
+    quant = calibration if precision == "int8" else None
     segmenters = _stage_models(seg_run, seg_checkpoint, "segmenter")
     classifiers = _stage_models(cls_run, "best", "classifier")
     post_path = Path(seg_run) / "postprocess.json"
@@ -71,12 +80,13 @@ def export_onnx(cls_run: Path, seg_run: Path, out_dir: Path, *, seg_checkpoint: 
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "opset": opset,
+        "precision": precision,
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
     for models in (classifiers, segmenters):
         kind = models[0].kind
-        entry = _export_stage(models, out_dir, opset, check_outputs)
+        entry = _export_stage(models, out_dir, opset, check_outputs, quant)
         if kind == "classifier":
             entry["output"]["meaning"] = ("pneumothorax logit; probability = sigmoid(logit); the image is segmented "
                                           "when probability >= segmenter.postprocess.cls_threshold")
@@ -99,13 +109,15 @@ def _stage_models(run: Path, which: str, kind: str) -> list:
     return [load_trained(fold, which, expect=kind) for fold in (fold_runs(run) if is_cv_folder(run) else [run])]
 
 
-def _export_stage(models: list, out_dir: Path, opset: int, check_outputs: bool) -> dict[str, Any]:
+def _export_stage(models: list, out_dir: Path, opset: int, check_outputs: bool,
+                  quant: list[tuple[str, np.ndarray]] | None) -> dict[str, Any]:
     """One stage's manifest entry: its model, or its folds as ``members`` (``<kind>-fold<K>.onnx``,
     averaged by the ONNX back-end) with the first fold's entry as the stage's description."""
     kind = models[0].kind
     if len(models) == 1:
-        return _export_model(models[0], out_dir / FILES[kind], opset, check_outputs)
-    entries = [_export_model(m, out_dir / f"{kind}-fold{k}.onnx", opset, check_outputs) for k, m in enumerate(models)]
+        return _export_model(models[0], out_dir / FILES[kind], opset, check_outputs, quant)
+    entries = [_export_model(m, out_dir / f"{kind}-fold{k}.onnx", opset, check_outputs, quant)
+               for k, m in enumerate(models)]
     return {**entries[0], "members": [{key: e[key] for key in ("file", "sha256", "bytes", "source")} for e in entries]}
 
 
@@ -139,7 +151,8 @@ def torch_to_onnx(model, path: Path, kind: str, size: int, opset: int = 17) -> N
                           do_constant_folding=True)
 
 
-def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[str, Any]:
+def _export_model(trained, path: Path, opset: int, check_outputs: bool,
+                  quant: list[tuple[str, np.ndarray]] | None = None) -> dict[str, Any]:
     import onnx
 
     from pneumoseg.runs.trained import checkpoint_path
@@ -150,19 +163,26 @@ def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[
     extra: dict[str, Any] = {}
 
     def save(tmp: Path) -> None:
+        fp32 = tmp.with_name(tmp.name + ".fp32") if quant else tmp
         try:
-            torch_to_onnx(model, tmp, trained.kind, size, opset)
+            torch_to_onnx(model, fp32, trained.kind, size, opset)
         except Exception as exc:  # the exporter raises many types; name the model and stop
             raise PneumosegError(f"{trained.run_dir}: ONNX export of the {trained.kind} failed "
                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
         try:
-            onnx.checker.check_model(str(tmp))
+            onnx.checker.check_model(str(fp32))
         except onnx.checker.ValidationError as exc:
             raise PneumosegError(f"{path.name}: exported graph fails onnx.checker ({str(exc).splitlines()[0]})") from exc
         if check_outputs:
-            diff = _compare_with_torch(model, tmp, size, trained.normalisation)
+            diff = _compare_with_torch(model, fp32, size, trained.normalisation)
             if diff is not None:
                 extra["check"] = diff
+        if quant:
+            extra["quantization"] = quantize_int8(fp32, tmp, quant, size, trained.normalisation, INPUT_NAME)
+            fp32.unlink()
+            if check_outputs:  # recorded, not enforced: int8 differs by design; parity is judged on Dice
+                extra["quantization"]["check"] = _compare_with_torch(model, tmp, size, trained.normalisation,
+                                                                     enforce=False)
 
     atomic_save(path, save)
     weights = checkpoint_path(trained.run_dir, trained.checkpoint)
@@ -196,8 +216,10 @@ def _export_model(trained, path: Path, opset: int, check_outputs: bool) -> dict[
     }
 
 
-def _compare_with_torch(model, onnx_path: Path, size: int, normalisation: Normalisation) -> dict[str, Any] | None:
-    """ONNX Runtime vs PyTorch on one random grey image at the model's size; raises when they differ."""
+def _compare_with_torch(model, onnx_path: Path, size: int, normalisation: Normalisation, *,
+                        enforce: bool = True) -> dict[str, Any] | None:
+    """ONNX Runtime vs PyTorch on one random grey image at the model's size; raises when they
+    differ (with ``enforce``)."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -211,7 +233,7 @@ def _compare_with_torch(model, onnx_path: Path, size: int, normalisation: Normal
     got = onnx_forward(onnx_path)(x.numpy())
     diff = float(np.abs(got - expected).max())
     tolerance = 1e-3 * max(1.0, float(np.abs(expected).max()))
-    if not np.isfinite(diff) or diff > tolerance:
+    if enforce and (not np.isfinite(diff) or diff > tolerance):
         raise PneumosegError(f"{onnx_path.name}: ONNX Runtime output differs from PyTorch by {diff:.3g} "
                              f"(tolerance {tolerance:.3g}); the export is not faithful")
     return {"input": [1, 3, size, size], "max_abs_diff_vs_torch": diff}
@@ -226,8 +248,11 @@ def render_export(manifest: dict[str, Any], out_dir: Path) -> str:
     for kind in ("classifier", "segmenter"):
         entry = manifest[kind]
         source = entry["source"]
-        lines.append(f"wrote {Path(out_dir) / entry['file']}: {entry['arch']}, {entry['image_size']} px input, "
-                     f"{entry['bytes'] / 1e6:.1f} MB, from the {source['checkpoint']} checkpoint of {source['run']}")
+        quant = " int8 (calibrated on {} films)".format(entry["quantization"]["calibration"]["n_images"]) \
+            if "quantization" in entry else ""
+        folds = f" (+{len(entry['members']) - 1} more folds)" if entry.get("members") else ""
+        lines.append(f"wrote {Path(out_dir) / entry['file']}{folds}:{quant} {entry['arch']}, {entry['image_size']} px "
+                     f"input, {entry['bytes'] / 1e6:.1f} MB, from the {source['checkpoint']} checkpoint of {source['run']}")
     post = manifest["segmenter"]["postprocess"]
     lines.append(f"wrote {Path(out_dir) / MANIFEST}: opset {manifest['opset']}, post-processing "
                  + ", ".join(f"{k}={v}" for k, v in post.items()))
