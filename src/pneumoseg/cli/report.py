@@ -22,7 +22,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed for the dataset.")] = 0,
     config: ConfigOpt = "demo",
     set_: SetOpt = None,
-    folds: Annotated[Optional[int], typer.Option(help="The winners' workflow instead: both stages on K folds, post-processing tuned out of fold, the fold ensemble on the test split beside each fold alone (OUT/cv-summary.md). About K times the training time: 3 folds take ~40 min on 2 cores.")] = None,
+    folds: Annotated[Optional[int], typer.Option(help="The winners' workflow instead: both stages on K folds, post-processing tuned out of fold, the fold ensemble on the test split beside each fold alone (OUT/cv-summary.md). About K times the training time: 3 folds took 49 min on 2 cores (docs/experiments.md, E8).")] = None,
 ) -> None:
     """The whole job on synthetic data: synth, train both stages, tune (two-stage and segmentation
     alone), predict, evaluate, report on the held-out test; writes OUT/summary.md and summary.json.
