@@ -53,8 +53,8 @@ def test_other_settings_or_fold_counts_are_refused(seg_cv, tiny_data, tiny_confi
 
 
 def _cv_command(tiny_data, out, *extra):
-    sets = [arg for override in [*TINY_OVERRIDES, "segmenter.epochs=6", "segmenter.swa_start=5",
-                                 "segmenter.swa_end=6"] for arg in ("--set", override)]
+    sets = [arg for override in [*TINY_OVERRIDES, "segmenter.epochs=4", "segmenter.swa_start=3",
+                                 "segmenter.swa_end=4"] for arg in ("--set", override)]
     return [sys.executable, "-m", "pneumoseg.cli", "cv", "train", "seg", "--folds", "2", "--images",
             str(tiny_data.images), "--labels", str(tiny_data.labels), "--out", str(out), *sets, *extra]
 
@@ -82,6 +82,7 @@ def test_a_sigkill_mid_fold_then_a_rerun_trains_only_the_missing_fold(tiny_data,
     assert len(fold_runs(out)) == 2
 
 
+@pytest.mark.slow
 def test_fold_parallel_runs_folds_as_processes(tiny_data, tmp_path, monkeypatch, capsys):
     out = tmp_path / "cv"
     code, stdout, stderr = run_main(monkeypatch, capsys, *_cv_command(tiny_data, out, "--fold-parallel", "2")[3:])

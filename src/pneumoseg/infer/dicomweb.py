@@ -47,7 +47,11 @@ def _client(url: str):
         raise PneumosegError("DICOMweb needs dicomweb-client: pip install 'pneumoseg[node]'") from None
     if not url.startswith(("http://", "https://")):
         raise PneumosegError(f"{url}: a DICOMweb URL starts with http:// or https://")
-    return DICOMwebClient(url)
+    client = DICOMwebClient(url)
+    # One try per request: a server that is down is said at once (the node retries with its own
+    # backoff; pull mode is rerun), not after half a minute of silent retries.
+    client.set_http_retry_params(retry=False)
+    return client
 
 
 def _failure(url: str, exc: Exception, doing: str) -> PneumosegError:
