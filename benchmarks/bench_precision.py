@@ -4,7 +4,7 @@
   images through, as in ``bench_inference``) in ONNX Runtime, fp32 and int8 (static QDQ,
   calibrated on the SIIM sample films), in one run.
 - Parity: the demo's trained models (``demo-output/``, or ``$PNEUMOSEG_DEMO_OUTPUT``; run
-  ``make demo`` first) exported fp32 and int8 (calibrated on 32 validation films), predicting the
+  ``make demo`` first) exported fp32 and int8 (calibrated on 96 validation films), predicting the
   demo's held-out test split: the mean Dice between the two submissions, the share of images
   with the same classifier decision, and each one's SIIM Dice against the truth.
 - ``pneumoseg predict`` images/s with 0, 1 and 2 decoding workers.
@@ -30,6 +30,7 @@ from pneumoseg.infer.pipeline import ModelRunner, TwoStagePipeline
 from pneumoseg.models import build_classifier, build_segmenter
 
 SPEED_TARGET_S = 0.6
+CALIBRATION_FILMS = 96  # export-onnx --calibration-n default
 
 
 def _pipeline_cost(forwards: dict[str, Any], size: int, post, image: np.ndarray, reps: int) -> float:
@@ -82,7 +83,7 @@ def _demo_parity(ctx, rows: list, targets: list, notes: list) -> bool | None:
         return None
     val = validation_samples(seg_run, demo / "data" / "dicom-images-train", demo / "data" / "train-rle.csv",
                              cls_run=cls_run)
-    films = [(s.image_id, read_dicom(s.path).pixels) for s in val[:32]]
+    films = [(s.image_id, read_dicom(s.path).pixels) for s in val[:CALIBRATION_FILMS]]
     paths = find_dicoms(test_images)
     submissions, probabilities = {}, {}
     for precision in ("fp32", "int8"):

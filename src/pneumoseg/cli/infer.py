@@ -111,7 +111,7 @@ def export_onnx(
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
     precision: Annotated[str, typer.Option(help="fp32, or int8: static QDQ quantisation (ONNX Runtime), calibrated on --calibrate films. bf16 is refused: ONNX Runtime's CPU provider has no bf16 convolutions.")] = "fp32",
     calibrate: Annotated[Optional[Path], typer.Option(metavar="DIR", help="DICOM folder of films to calibrate int8 on, e.g. validation images (never test images).")] = None,
-    calibration_n: Annotated[int, typer.Option(help="How many --calibrate films (the first N by name).")] = 32,
+    calibration_n: Annotated[int, typer.Option(help="How many --calibrate films (the first N by name). 96 kept 99% of the demo's classifier decisions where 32 kept 98.5% (docs/experiments.md, E9).")] = 96,
 ) -> None:
     """Export both models to ONNX (dynamic batch, height and width) for `predict --backend onnx`.
 
