@@ -68,8 +68,10 @@ def export_onnx(cls_run: Path, seg_run: Path, out_dir: Path, *, seg_checkpoint: 
     if precision == "int8" and not calibration:
         raise PneumosegError("--precision int8 calibrates on real films: give --calibrate DIR")
     quant = calibration if precision == "int8" else None
-    segmenters = _stage_models(seg_run, seg_checkpoint, "segmenter")
-    classifiers = _stage_models(cls_run, "best", "classifier")
+    from pneumoseg.runs.trained import load_stage_models
+
+    segmenters = load_stage_models(seg_run, seg_checkpoint, "segmenter")
+    classifiers = load_stage_models(cls_run, "best", "classifier")
     post_path = Path(seg_run) / "postprocess.json"
     post = load_postprocess(seg_run, segmenters[0].config.postprocess)
     out_dir = Path(out_dir)
@@ -99,14 +101,6 @@ def export_onnx(cls_run: Path, seg_run: Path, out_dir: Path, *, seg_checkpoint: 
     manifest = sealed(manifest)
     atomic_write_json(out_dir / MANIFEST, manifest)
     return manifest
-
-
-def _stage_models(run: Path, which: str, kind: str) -> list:
-    """The run's model, or a CV folder's folds (exported as an ensemble)."""
-    from pneumoseg.runs.cv import fold_runs, is_cv_folder
-    from pneumoseg.runs.trained import load_trained
-
-    return [load_trained(fold, which, expect=kind) for fold in (fold_runs(run) if is_cv_folder(run) else [run])]
 
 
 def _export_stage(models: list, out_dir: Path, opset: int, check_outputs: bool,

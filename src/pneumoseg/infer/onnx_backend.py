@@ -14,7 +14,7 @@ from pneumoseg.config import PostprocessConfig, updated_postprocess
 from pneumoseg.data.preprocess import Normalisation
 from pneumoseg.errors import PneumosegError
 from pneumoseg.infer.pipeline import EnsembleRunner, ModelRunner, TwoStagePipeline
-from pneumoseg.runs.onnx_manifest import MANIFEST, load_manifest
+from pneumoseg.runs.onnx_manifest import MANIFEST, OnnxModelEntry, load_manifest
 
 CPU = ("CPUExecutionProvider",)
 
@@ -96,7 +96,7 @@ def _onnx_runner(onnx_dir: Path, entry: dict[str, Any], providers: tuple[str, ..
     ``members`` for a fold ensemble), normalised as the manifest records."""
     where = str(Path(onnx_dir) / MANIFEST)
     normalisation = Normalisation.from_json(entry.get("normalisation"), where)
-    members = entry.get("members") or [{"file": entry["file"], "sha256": entry["sha256"]}]
-    runners = [ModelRunner(onnx_forward(Path(onnx_dir) / m["file"], providers), int(entry["image_size"]),
-                           normalisation, tta, f"onnx:{m['sha256']}:{','.join(providers)}") for m in members]
+    runners = [ModelRunner(onnx_forward(Path(onnx_dir) / m.file, providers), int(entry["image_size"]),
+                           normalisation, tta, f"onnx:{m.sha256}:{','.join(providers)}")
+               for m in OnnxModelEntry.model_validate(entry).files()]
     return runners[0] if len(runners) == 1 else EnsembleRunner(runners)

@@ -17,9 +17,8 @@ from pneumoseg.data.preprocess import Normalisation, resize_to_uint8, to_model_i
 from pneumoseg.infer.postprocess import REFERENCE_SIZE, postprocess, resize_prob
 from pneumoseg.infer.tta import Forward, hflip_tta
 from pneumoseg.errors import PneumosegError
-from pneumoseg.runs.cv import fold_runs, is_cv_folder
 from pneumoseg.runs.postprocess import load_postprocess
-from pneumoseg.runs.trained import TrainedModel, load_trained
+from pneumoseg.runs.trained import TrainedModel, load_stage_models
 from pneumoseg.runtime import use_autocast
 
 SUBMISSION_SHAPE = (REFERENCE_SIZE, REFERENCE_SIZE)
@@ -166,7 +165,7 @@ class TwoStagePipeline:
 def _runner(run: Path, which: str, kind: str, device: str, *, tta: bool, autocast: bool | None = None):
     """A run folder's model, or a CV folder's folds as an :class:`EnsembleRunner`; the config
     of the (first) model, whose runtime decides bf16."""
-    models = [load_trained(fold, which, expect=kind) for fold in (fold_runs(run) if is_cv_folder(run) else [run])]
+    models = load_stage_models(run, which, kind)
     config = models[0].config
     if autocast is None:  # bf16 where the run trained in bf16 (runtime.amp on CUDA or a CPU with native bf16)
         autocast = use_autocast(config.runtime, torch.device(device))

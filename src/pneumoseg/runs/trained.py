@@ -83,6 +83,13 @@ def load_trained(run_dir: Path, which: str = "auto", *, expect: str | None = Non
     return TrainedModel(kind, model, config, Path(run_dir), path.stem, normalisation, meta.content_sha256)
 
 
+def load_stage_models(run: Path, which: str, kind: str) -> list[TrainedModel]:
+    """The run folder's model, or every fold of a CV folder (used as an ensemble)."""
+    from pneumoseg.runs.cv import fold_runs, is_cv_folder
+
+    return [load_trained(fold, which, expect=kind) for fold in (fold_runs(run) if is_cv_folder(run) else [run])]
+
+
 def read_kind(run_dir: Path) -> str:
     """"classifier" or "segmenter", from the best checkpoint's header (not loading its weights)."""
     path = checkpoint_path(run_dir, "best")

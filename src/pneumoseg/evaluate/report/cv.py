@@ -64,8 +64,8 @@ def ensemble_outputs(cls_cv: Path, seg_cv: Path, samples: list[Sample], final: S
 
 
 def _fold_metrics(cv_dir: Path) -> list[dict[str, Any]]:
-    return [{"fold": k, **(fold_done(cv_dir, k).best if fold_done(cv_dir, k) else {})}
-            for k in range(read_cv(cv_dir).n_folds)]
+    done = [fold_done(cv_dir, k) for k in range(read_cv(cv_dir).n_folds)]
+    return [{"fold": k, **(d.best if d else {})} for k, d in enumerate(done)]
 
 
 def cv_summary(cls_cv: Path, seg_cv: Path, final: System, ensemble_dice: np.ndarray | None,
