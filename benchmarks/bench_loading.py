@@ -54,7 +54,7 @@ def run(ctx) -> dict[str, Any]:
         _epoch(cached)  # fills the cache
         t_cached = measure(lambda: _epoch(cached), repeat=reps, warmup=1)
         ratios[size] = t_cold.median / t_cached.median
-        # The same without augmentation: what the cache itself saves (decode + resize vs a raw read).
+        # The same without augmentation: what the cache itself saves (decode + resize vs a memory-mapped slot).
         plain_cold = XrayDataset(base, ImageCache(size, ctx.tmp / "cache", enabled=False), None)
         plain_cached = XrayDataset(base, ImageCache(size, ctx.tmp / "cache"), None)
         p_cold = measure(lambda: _epoch(plain_cold), repeat=reps, warmup=1)
@@ -83,8 +83,8 @@ def run(ctx) -> dict[str, Any]:
         targets.append(target("cached loading vs cold, 512², no augmentation", "≥ 5×", f"{ratio:.1f}× "
                               f"({cold_512 * 1e3:.1f} → {cached_512 * 1e3:.1f} ms)", ratio >= 5,
                               "" if ratio >= 5 else
-                              "the cached read is a raw file read; what is left is turning the uint8 image into "
-                              "the 3×float32 normalised tensor, on every load"))
+                              "a cached read is a copy out of the memory-mapped store; what is left is turning "
+                              "the uint8 image into the 3×float32 normalised tensor, on every load"))
         notes_aug = ", ".join(f"{r:.1f}× at {s}²" for s, r in ratios.items())
         extra_note = (f"With the recipe's augmentation the cache gives {notes_aug}: augmentation (affine warp, CLAHE, "
                       "brightness/contrast) runs at the cached resolution on every load and costs "
