@@ -202,7 +202,7 @@ def test_backend_options_are_checked(exported, tiny_runs, sample_dir, tmp_path, 
     base = ["predict", "--images", str(sample_dir / "dicom"), "--out", str(tmp_path / "o.csv")]
     for args, message in ((["--backend", "onnx"], "--onnx"),
                           (["--backend", "onnx", "--onnx", str(exported), "--seg", str(tiny_runs.seg)], "--cls/--seg"),
-                          (["--backend", "tf", "--seg", str(tiny_runs.seg), "--seg-only"], "torch or onnx"),
+                          (["--backend", "tf", "--seg", str(tiny_runs.seg), "--seg-only"], "torch, onnx or openvino"),
                           (["--cls", str(tiny_runs.cls)], "--seg")):
         code, _, err = run_main(monkeypatch, capsys, *base, *args)
         assert_one_line_error(code, err, message)
@@ -271,8 +271,8 @@ def test_precision_options_are_one_line_errors(tiny_runs, sample_dir, tmp_path, 
     from tests.train.test_cli import assert_one_line_error, run_main
 
     base = ["export-onnx", "--cls", str(tiny_runs.cls), "--seg", str(tiny_runs.seg), "--out", str(tmp_path / "x")]
-    for extra, needle in ((["--precision", "bf16"], "no bf16 convolution"), (["--precision", "int8"], "--calibrate"),
+    for extra, needle in ((["--precision", "int8"], "--calibrate"),
                           (["--calibrate", str(sample_dir)], "for --precision int8"),
-                          (["--precision", "fp16"], "fp32 or int8")):
+                          (["--precision", "fp16"], "fp32, bf16 or int8")):
         code, _, err = run_main(monkeypatch, capsys, *base, *extra)
         assert_one_line_error(code, err, needle)

@@ -20,8 +20,8 @@ def predict(
     images: Annotated[Optional[list[Path]], typer.Option(help="DICOM folder (searched recursively) or files; repeatable. Or --dicomweb with --study.")] = None,
     seg: Annotated[Optional[Path], typer.Option("--seg", help="Segmenter run folder (from `pneumoseg train seg`); --backend torch.")] = None,
     cls: ClsRunOpt = None,
-    backend: Annotated[str, typer.Option(help="Run the models in torch (run folders) or onnx (an export-onnx folder).")] = "torch",
-    onnx: Annotated[Optional[Path], typer.Option("--onnx", metavar="DIR", help="Folder written by `pneumoseg export-onnx` (--backend onnx).")] = None,
+    backend: Annotated[str, typer.Option(help="Run the models in torch (run folders), or an export-onnx folder in onnx (ONNX Runtime) or openvino (OpenVINO, CPU; the fastest here, and the only one for a bf16 export: benchmarks/RESULTS.md).")] = "torch",
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", metavar="DIR", help="Folder written by `pneumoseg export-onnx` (--backend onnx or openvino).")] = None,
     seg_only: Annotated[bool, typer.Option(help="Skip the classifier gate and segment every image (ablation); uses the run's postprocess-seg-only.json (from `pneumoseg tune` without --cls) when present, else postprocess.json.")] = False,
     checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
     tta: Annotated[str, typer.Option(help="Test-time augmentation: none or hflip.")] = "none",
@@ -109,11 +109,11 @@ def export_onnx(
     model: ModelOpt = None,
     checkpoint: Annotated[str, typer.Option(help="Segmenter checkpoint: auto (SWA if present), swa or best.")] = "auto",
     opset: Annotated[int, typer.Option(help="ONNX opset version.")] = 17,
-    precision: Annotated[str, typer.Option(help="fp32, or int8: static QDQ quantisation (ONNX Runtime), calibrated on --calibrate films. bf16 is refused: ONNX Runtime's CPU provider has no bf16 convolutions.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32; int8: static QDQ quantisation (ONNX Runtime's tools), calibrated on --calibrate films, run by onnx or openvino; bf16: the fp32 graphs, run in bf16 by --backend openvino on a CPU with native bf16 (ONNX Runtime has no bf16 convolutions).")] = "fp32",
     calibrate: Annotated[Optional[Path], typer.Option(metavar="DIR", help="DICOM folder of films to calibrate int8 on, e.g. validation images (never test images).")] = None,
     calibration_n: Annotated[int, typer.Option(help="How many --calibrate films (the first N by name). 96 kept 99% of the demo's classifier decisions where 32 kept 98.5% (docs/experiments.md, E9).")] = 96,
 ) -> None:
-    """Export both models to ONNX (dynamic batch, height and width) for `predict --backend onnx`.
+    """Export both models to ONNX (dynamic batch, height and width) for `predict --backend onnx` or `openvino`.
 
     onnx.json beside them records each model's input size, normalisation, tensor names, opset,
     precision (and for int8 the films it was calibrated on), source checkpoint and the
@@ -246,20 +246,24 @@ def _store_results(url: str, dicom, study: str | None, paths: list[Path]) -> Non
 
 def _build_pipeline(backend: str, cls: Path | None, seg: Path | None, onnx_dir: Path | None, *, seg_only: bool,
                     checkpoint: str, tta: bool, device: str):
-    """The prediction pipeline: --backend torch (run folders) or onnx (an `export-onnx` folder);
+    """The prediction pipeline: --backend torch (run folders), onnx or openvino (an `export-onnx` folder);
     ``device`` is already resolved for torch (:func:`device_name`)."""
-    if backend == "onnx":
+    if backend in ("onnx", "openvino"):
         if onnx_dir is None:
-            raise PneumosegError("--backend onnx needs --onnx DIR (a folder written by `pneumoseg export-onnx`)")
+            raise PneumosegError(f"--backend {backend} needs --onnx DIR (a folder written by `pneumoseg export-onnx`)")
         if cls is not None or seg is not None:
             raise PneumosegError("--cls/--seg are for --backend torch; the --onnx folder holds both models")
         from pneumoseg.infer.onnx_backend import build_onnx_pipeline, onnx_providers
 
+        if backend == "openvino":
+            if device.startswith("cuda"):
+                raise PneumosegError("--backend openvino runs on the CPU: use --device cpu, or --backend onnx/torch on a GPU")
+            return build_onnx_pipeline(onnx_dir, seg_only=seg_only, tta=tta, runtime="openvino")
         return build_onnx_pipeline(onnx_dir, seg_only=seg_only, tta=tta, providers=onnx_providers(device))
     if backend != "torch":
-        raise PneumosegError(f"--backend must be torch or onnx, not {backend!r}")
+        raise PneumosegError(f"--backend must be torch, onnx or openvino, not {backend!r}")
     if onnx_dir is not None:
-        raise PneumosegError("--onnx DIR needs --backend onnx")
+        raise PneumosegError("--onnx DIR needs --backend onnx or openvino")
     if seg is None:
         raise PneumosegError("give --seg RUN (or --backend onnx --onnx DIR)")
     if not seg_only and cls is None:

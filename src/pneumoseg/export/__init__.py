@@ -62,6 +62,7 @@ def export_onnx(cls_run: Path, seg_run: Path, out_dir: Path, *, seg_checkpoint: 
 
     ``precision`` "int8": each model is quantised (:mod:`pneumoseg.export.quantize`) with the
     activation ranges calibrated on ``calibration`` films; its difference to PyTorch is recorded.
+    "bf16": the fp32 graphs, recorded as meant to run in bf16 (OpenVINO only).
     """
     require("onnx")
     check_precision(precision)
@@ -119,7 +120,7 @@ def _versions() -> dict[str, str]:
     from pneumoseg.runs.checkpoint import package_versions
 
     versions = package_versions()
-    for name in ("onnx", "onnxruntime"):
+    for name in ("onnx", "onnxruntime", "openvino"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -250,4 +251,6 @@ def render_export(manifest: dict[str, Any], out_dir: Path) -> str:
     post = manifest["segmenter"]["postprocess"]
     lines.append(f"wrote {Path(out_dir) / MANIFEST}: opset {manifest['opset']}, post-processing "
                  + ", ".join(f"{k}={v}" for k, v in post.items()))
+    if manifest["precision"] == "bf16":
+        lines.append("precision bf16: the fp32 graphs, run in bf16 by `pneumoseg predict --backend openvino`")
     return "\n".join(lines)

@@ -5,9 +5,9 @@ VNNI/AMX kernels take), with the activation ranges calibrated (MinMax) on real f
 exactly as at inference: resized to the model's input size and normalised as its run records.
 The films used are recorded in ``onnx.json``, so a calibration can be repeated.
 
-bf16 is not offered for ONNX: ONNX Runtime's CPU provider has no bf16 convolution kernels. The
-PyTorch back-end runs bf16 autocast on a CPU with native bf16 when the run trained with
-``runtime.amp``.
+A bf16 export holds the fp32 graphs and says so in ``onnx.json``: OpenVINO runs them in bf16 on a
+CPU with native bf16 (``predict --backend openvino``). ONNX Runtime's CPU provider has no bf16
+convolution kernels, so its back-end refuses such a folder.
 """
 
 from __future__ import annotations
@@ -22,15 +22,12 @@ from pneumoseg.data.dicom import read_dicom
 from pneumoseg.data.preprocess import Normalisation, resize_to_uint8, to_model_input
 from pneumoseg.errors import DicomReadError, PneumosegError
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def check_precision(precision: str) -> str:
-    if precision == "bf16":
-        raise PneumosegError("--precision bf16: ONNX Runtime's CPU provider has no bf16 convolution kernels; use "
-                             "int8 here, or the PyTorch back-end (bf16 autocast where the CPU has native bf16)")
     if precision not in PRECISIONS:
-        raise PneumosegError(f"--precision must be fp32 or int8, not {precision!r}")
+        raise PneumosegError(f"--precision must be fp32, bf16 or int8, not {precision!r}")
     return precision
 
 
