@@ -10,42 +10,28 @@ GPU benchmark instead (``bench_gpu``; ``results-gpu.json`` and ``RESULTS-gpu.md`
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import import_module, metadata
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from benchmarks import Context, run_case  # noqa: E402
 from benchmarks.timing import sample_dir  # noqa: E402
 
 CASES = ("rle", "evaluate", "loading", "inference", "precision", "training")
 HERE = Path(__file__).resolve().parent
-PACKAGES = ("torch", "onnxruntime", "onnx", "numpy", "opencv-python-headless", "albumentations", "timm",
+PACKAGES = ("torch", "onnxruntime", "openvino", "onnx", "numpy", "opencv-python-headless", "albumentations", "timm",
             "segmentation-models-pytorch", "pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pandas")
-
-
-@dataclass
-class Context:
-    quick: bool
-    sample_dir: Path
-    tmp: Path
-
-    @property
-    def label_file(self) -> Path:
-        return self.sample_dir / "train-rle-full.csv.gz"
-
-    @property
-    def config_name(self) -> str:
-        return "demo" if self.quick else "siim"
 
 
 def machine_info() -> dict[str, Any]:
@@ -151,21 +137,39 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _run_cases(cases, quick: bool, sample: Path, tmp: Path, results: dict[str, Any]) -> None:
+def _run_cases(cases, quick: bool, sample: Path, tmp: Path, results: dict[str, Any]) -> list[str]:
+    """Run each case in a fresh process, so that no case measures another's threads, caches or
+    libraries (and a crash in one is reported, not fatal: in one process, DataLoader workers
+    forked by ``loading``, then OpenVINO, then ``predict --workers`` crashed the interpreter).
+    Returns the cases that failed."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    failed = []
     for case in cases:
         case_tmp = tmp / case
         case_tmp.mkdir()
         print(f"[bench] {case} ...", flush=True)
         t0 = time.perf_counter()
-        data = import_module(f"benchmarks.bench_{case}").run(Context(quick, sample, case_tmp))
+        try:
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                data = pool.submit(run_case, case, Context(quick, sample, case_tmp)).result()
+        except BrokenProcessPool:
+            print(f"[bench] {case} FAILED: its process died (a crash in a native library); earlier results kept",
+                  file=sys.stderr, flush=True)
+            failed.append(case)
+            continue
         data["runtime_s"] = time.perf_counter() - t0
         results["cases"][case] = data
         print(f"[bench] {case} done in {data['runtime_s']:.0f} s", flush=True)
         for r in data["rows"]:
             print(f"    {r['case']}: {_fmt(r['median_s'])} ({r['unit']})", flush=True)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
+    faulthandler.enable()  # a crash inside a native library still names the Python line it came from
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=CASES, help="run only this case (repeatable)")
     parser.add_argument("--quick", action="store_true", help="tiny inputs, to check the scripts run")
@@ -196,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pneumoseg-bench-") as tmp:
         os.environ["PNEUMOSEG_CACHE"] = str(Path(tmp) / "cache")  # never touch the user's cache
         try:
-            _run_cases(cases, args.quick, sample, Path(tmp), results)
+            failed = _run_cases(cases, args.quick, sample, Path(tmp), results)
         finally:
             if old_cache is None:
                 os.environ.pop("PNEUMOSEG_CACHE", None)
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in (t for c in results["cases"].values() for t in c.get("targets", [])):
         print(f"[target] {t['name']}: {t['measured']} (goal {t['goal']}) {'met' if t['met'] else 'MISSED'}")
     print(f"[bench] wrote {json_path} and {args.out / f'RESULTS{suffix}.md'} in {results['runtime_s']:.0f} s")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
-"""int8 against fp32, and predict with decoding workers.
+"""Reduced precision against fp32, in ONNX Runtime and OpenVINO, and predict with decoding workers.
 
 - Speed: the recipe's two-stage pipeline at 1024² (random weights, the classifier gating 23% of
-  images through, as in ``bench_inference``) in ONNX Runtime, fp32 and int8 (static QDQ,
-  calibrated on the SIIM sample films), in one run.
+  images through, as in ``bench_inference``), in one run: ONNX Runtime fp32 and int8 (static QDQ,
+  calibrated on the SIIM sample films), OpenVINO fp32, bf16 and int8 (the same int8 graphs).
 - Parity: the demo's trained models (``demo-output/``, or ``$PNEUMOSEG_DEMO_OUTPUT``; run
-  ``make demo`` first) exported fp32 and int8 (calibrated on 96 validation films), predicting the
-  demo's held-out test split: the mean Dice between the two submissions, the share of images
-  with the same classifier decision, and each one's SIIM Dice against the truth.
+  ``make demo`` first) exported fp32, bf16 and int8 (calibrated on 96 validation films),
+  predicting the demo's held-out test split, each reduced-precision system against ONNX Runtime
+  fp32: the mean Dice between the two submissions, the share of images with the same classifier
+  decision, and each one's SIIM Dice against the truth.
 - ``pneumoseg predict`` images/s with 0, 1 and 2 decoding workers.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,32 @@ from pneumoseg.data.dicom import read_dicom
 from pneumoseg.data.index import find_dicoms
 from pneumoseg.data.preprocess import IMAGENET
 from pneumoseg.export.quantize import calibration_films, quantize_int8
-from pneumoseg.infer.onnx_backend import onnx_forward
+from pneumoseg.infer.onnx_backend import onnx_forward, openvino_forward
 from pneumoseg.infer.pipeline import ModelRunner, TwoStagePipeline
 from pneumoseg.models import build_classifier, build_segmenter
 
 SPEED_TARGET_S = 0.6
 CALIBRATION_FILMS = 96  # export-onnx --calibration-n default
+REFERENCE = ("onnxruntime", "fp32")
+REDUCED = [("onnxruntime", "int8"), ("openvino", "bf16"), ("openvino", "int8")]
+
+
+def _systems() -> list[tuple[str, str]]:
+    """(runtime, precision) pairs measured here: OpenVINO's only where it is installed."""
+    systems = [REFERENCE, ("onnxruntime", "int8")]
+    if importlib.util.find_spec("openvino") is not None:
+        systems += [("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
+    return systems
+
+
+def _name(system: tuple[str, str]) -> str:
+    return {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}[system[0]] + f" {system[1]}"
+
+
+def _forward(system: tuple[str, str], files: dict[str, Path]):
+    runtime, precision = system
+    path = files["int8" if precision == "int8" else "fp32"]
+    return onnx_forward(path) if runtime == "onnxruntime" else openvino_forward(path, precision)
 
 
 def _pipeline_cost(forwards: dict[str, Any], size: int, post, image: np.ndarray, reps: int) -> float:
@@ -43,13 +65,13 @@ def _pipeline_cost(forwards: dict[str, Any], size: int, post, image: np.ndarray,
     return (1 - POSITIVE_RATE) * cost["negative"] + POSITIVE_RATE * cost["positive"]
 
 
-def _speed(ctx, rows: list, targets: list) -> dict[str, float]:
+def _speed(ctx, rows: list) -> dict[tuple[str, str], float]:
     import torch
 
     cfg = load_config(ctx.config_name)
     size, reps = (64, 1) if ctx.quick else (1024, 3)
     films = calibration_films(find_dicoms(ctx.sample_dir / "dicom"), 4 if ctx.quick else 11)
-    forwards: dict[str, dict[str, Any]] = {"fp32": {}, "int8": {}}
+    files: dict[str, dict[str, Path]] = {}
     torch.manual_seed(0)
     for kind, model in (("classifier", build_classifier(cfg.classifier).eval()),
                         ("segmenter", build_segmenter(cfg.segmenter).eval())):
@@ -57,18 +79,21 @@ def _speed(ctx, rows: list, targets: list) -> dict[str, float]:
         int8 = ctx.tmp / f"{kind}.int8.onnx"
         # calibrated at 256²: the activation ranges of random weights only need to be plausible for a speed figure
         quantize_int8(fp32, int8, films, min(size, 256), IMAGENET, "image")
-        forwards["fp32"][kind], forwards["int8"][kind] = onnx_forward(fp32), onnx_forward(int8)
+        files[kind] = {"fp32": fp32, "int8": int8}
     image = films[0][1]
-    cost = {p: _pipeline_cost(f, size, cfg.postprocess, image, reps) for p, f in forwards.items()}
-    for precision, seconds in cost.items():
-        rows.append({"case": f"two-stage pipeline onnxruntime {precision} {size}² at {POSITIVE_RATE:.0%} positives",
+    cost = {}
+    for system in _systems():
+        forwards = {kind: _forward(system, f) for kind, f in files.items()}
+        cost[system] = seconds = _pipeline_cost(forwards, size, cfg.postprocess, image, reps)
+        rows.append({"case": f"two-stage pipeline {_name(system)} {size}² at {POSITIVE_RATE:.0%} positives",
                      "unit": "s/image", "median_s": seconds, "min_s": seconds, "max_s": seconds, "runs": reps,
-                     "warmup": 1})
+                     "warmup": 1, "speedup_vs_onnxruntime_fp32": round(cost[REFERENCE] / seconds, 2)})
     return cost
 
 
-def _demo_parity(ctx, rows: list, targets: list, notes: list) -> bool | None:
-    """Parity of int8 with fp32 on the demo's test split; whether it holds (None: not measured)."""
+def _demo_parity(ctx, rows: list, notes: list) -> dict[tuple[str, str], tuple[float, float]] | None:
+    """Parity of each reduced-precision system with ONNX Runtime fp32 on the demo's test split:
+    (submission agreement, share of equal classifier decisions); None when not measured."""
     from pneumoseg.evaluate.scoring import evaluate_submission
     from pneumoseg.evaluate.validation import validation_samples
     from pneumoseg.export import export_onnx
@@ -85,33 +110,52 @@ def _demo_parity(ctx, rows: list, targets: list, notes: list) -> bool | None:
                              cls_run=cls_run)
     films = [(s.image_id, read_dicom(s.path).pixels) for s in val[:CALIBRATION_FILMS]]
     paths = find_dicoms(test_images)
-    submissions, probabilities = {}, {}
-    for precision in ("fp32", "int8"):
+    images = [read_dicom(p).pixels for p in paths]
+    submissions, decisions, threshold = {}, {}, None
+    for system in [s for s in _systems() if s == REFERENCE or s in REDUCED]:
+        runtime, precision = system
         folder = ctx.tmp / f"demo-{precision}"
-        export_onnx(cls_run, seg_run, folder, precision=precision, calibration=films if precision == "int8" else None)
-        pipeline = build_onnx_pipeline(folder)
-        out = ctx.tmp / f"demo-{precision}.csv"
+        if not (folder / "onnx.json").is_file():
+            export_onnx(cls_run, seg_run, folder, precision=precision,
+                        calibration=films if precision == "int8" else None)
+        pipeline = build_onnx_pipeline(folder, runtime=runtime)
+        threshold = pipeline.post.cls_threshold
+        out = ctx.tmp / f"demo-{runtime}-{precision}.csv"
         t = measure(lambda: predict_files(pipeline, paths, out, progress=False, restart=True), repeat=1, warmup=0)
-        rows.append(row(f"predict demo test split onnxruntime {precision} ({len(paths)} images)", t, per=len(paths),
+        rows.append(row(f"predict demo test split {_name(system)} ({len(paths)} images)", t, per=len(paths),
                         unit="s/image"))
-        submissions[precision] = out
-        probabilities[precision] = np.concatenate([pipeline.classifier.probabilities([read_dicom(p).pixels])
-                                                   for p in paths])
-    agreement = evaluate_submission(submissions["int8"], submissions["fp32"]).summary()["mean_dice"]
-    threshold = build_onnx_pipeline(ctx.tmp / "demo-fp32").post.cls_threshold
-    same = float(np.mean((probabilities["int8"] >= threshold) == (probabilities["fp32"] >= threshold)))
-    scores = {p: evaluate_submission(s, test_labels).summary()["mean_dice"] for p, s in submissions.items()}
-    notes.append(f"parity on the demo's test split ({len(paths)} images): mean Dice between the int8 and fp32 "
-                 f"submissions {agreement:.4f}; same classifier decision on {same:.1%}; SIIM Dice against the truth "
-                 f"fp32 {scores['fp32']:.4f}, int8 {scores['int8']:.4f} ({scores['int8'] - scores['fp32']:+.4f})")
-    met = agreement >= 0.99 and same >= 0.99
-    targets.append(target("int8 parity with fp32 (demo test split)", "submission Dice ≥ 0.99, decisions ≥ 99% equal",
-                          f"{agreement:.4f}, {same:.1%}", met,
-                          "" if met else f"MinMax ranges from {len(films)} films: "
-                          f"{round((1 - same) * len(paths))} of {len(paths)} classifier decisions flip and the masks "
-                          "differ. Next: calibrate on more films, percentile or entropy calibration, or keep the "
-                          "classifier head and the segmenter's last layers in fp32"))
-    return met
+        submissions[system] = out
+        decisions[system] = np.concatenate([pipeline.classifier.probabilities(images[i:i + 8])
+                                            for i in range(0, len(images), 8)]) >= threshold
+    scores = {s: evaluate_submission(out, test_labels).summary()["mean_dice"] for s, out in submissions.items()}
+    parity = {}
+    for system in submissions.keys() - {REFERENCE}:
+        agreement = evaluate_submission(submissions[system], submissions[REFERENCE]).summary()["mean_dice"]
+        same = float(np.mean(decisions[system] == decisions[REFERENCE]))
+        parity[system] = (agreement, same)
+        notes.append(f"parity of {_name(system)} with ONNX Runtime fp32 on the demo's test split ({len(paths)} images, "
+                     f"classifier threshold {threshold:g}): mean Dice between the submissions {agreement:.4f}; same "
+                     f"classifier decision on {same:.1%} ({round((1 - same) * len(paths))} flips); SIIM Dice against "
+                     f"the truth {scores[system]:.4f} against fp32's {scores[REFERENCE]:.4f} "
+                     f"({scores[system] - scores[REFERENCE]:+.4f})")
+    return parity
+
+
+def _targets(cost: dict, parity: dict | None, targets: list) -> None:
+    """One target per reduced-precision system: fast enough and at parity."""
+    for system in [s for s in REDUCED if s in cost]:
+        seconds, ratio = cost[system], cost[REFERENCE] / cost[system]
+        fast = seconds <= SPEED_TARGET_S
+        agreement, same = parity.get(system, (None, None)) if parity else (None, None)
+        at_parity = agreement is not None and agreement >= 0.99 and same >= 0.99
+        measured = f"{seconds:.2f} s/image ({ratio:.1f}× ONNX Runtime fp32's {cost[REFERENCE]:.2f} s, same run)"
+        measured += f"; parity {agreement:.4f}, {same:.1%}" if agreement is not None else "; parity not measured"
+        why = ("" if fast and at_parity else
+               "parity not measured: run make demo first" if agreement is None and fast else
+               f"{'too slow' if not fast else ''}{' and ' if not fast and not at_parity else ''}"
+               f"{'not at parity (submission Dice ≥ 0.99 and decisions ≥ 99% equal)' if not at_parity else ''}")
+        targets.append(target(f"two-stage 1024² {_name(system)} pipeline", f"≤ {SPEED_TARGET_S} s/image, at parity",
+                              measured, fast and at_parity, why))
 
 
 def _workers(ctx, rows: list, notes: list) -> None:
@@ -142,18 +186,11 @@ def _workers(ctx, rows: list, notes: list) -> None:
 
 def run(ctx) -> dict[str, Any]:
     rows, targets, notes = [], [], []
-    cost = _speed(ctx, rows, targets)
-    parity = _demo_parity(ctx, rows, targets, notes)
+    cost = _speed(ctx, rows)
+    parity = _demo_parity(ctx, rows, notes)
     if not ctx.quick:
-        ratio, fast = cost["fp32"] / cost["int8"], cost["int8"] <= SPEED_TARGET_S
-        why = "" if fast and parity else (
-            "fast enough, but not at parity (see the parity target)" if fast and parity is False else
-            "parity not measured: run make demo first" if fast else
-            f"int8 QDQ is {ratio:.1f}× faster than fp32 here, short of the goal")
-        targets.insert(0, target("two-stage 1024² int8 pipeline (ONNX Runtime)", f"≤ {SPEED_TARGET_S} s/image, at parity",
-                                 f"{cost['int8']:.2f} s/image ({ratio:.1f}× fp32's {cost['fp32']:.2f} s, same run)",
-                                 bool(fast and parity), why))
+        _targets(cost, parity, targets)
     _workers(ctx, rows, notes)
-    notes.append("bf16 in ONNX Runtime: not offered; its CPU provider has no bf16 convolution kernels. The PyTorch "
-                 "back-end runs bf16 autocast on a CPU with native bf16 (this one has AMX-BF16).")
+    notes.append("bf16 runs in OpenVINO only (INFERENCE_PRECISION_HINT bf16, on this CPU's AMX-BF16): ONNX Runtime's "
+                 "CPU provider has no bf16 convolution kernels. int8 is one QDQ graph per model, run by either runtime.")
     return {"rows": rows, "targets": targets, "notes": notes}
