@@ -21,8 +21,6 @@ from pneumoseg.infer.pipeline import EnsembleRunner, ModelRunner, TwoStagePipeli
 from pneumoseg.runs.onnx_manifest import MANIFEST, OnnxModelEntry, load_manifest
 
 CPU = ("CPUExecutionProvider",)
-
-
 RUNTIMES = ("onnxruntime", "openvino")
 
 
@@ -141,10 +139,10 @@ def _forward_factory(onnx_dir: Path, precision: str, runtime: str,
     """What opens one model file of the folder in ``runtime``: (its forward, what names the runtime in a source)."""
     if precision not in OPENVINO_HINTS:
         raise PneumosegError(f"{onnx_dir / MANIFEST}: precision {precision!r} is not fp32, bf16 or int8")
+    if runtime not in RUNTIMES:
+        raise PneumosegError(f"runtime must be {' or '.join(RUNTIMES)}, not {runtime!r}")
     if runtime == "openvino":
         return lambda path: (openvino_forward(path, precision), f"openvino-cpu-{precision}")
-    if runtime != "onnxruntime":
-        raise PneumosegError(f"runtime must be onnxruntime or openvino, not {runtime!r}")
     if precision == "bf16":
         raise PneumosegError(f"{onnx_dir}: a bf16 export runs in OpenVINO (--backend openvino); ONNX Runtime's "
                              "CPU provider has no bf16 convolutions")
